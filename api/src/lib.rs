@@ -1,0 +1,29 @@
+//! Calico's `projectcalico.org/v3` resources as tabby reads and writes them: types with Calico's
+//! field names and defaults, validation with field paths, and the selector language. Pure: no I/O.
+
+pub mod bgp;
+pub mod cluster;
+pub mod felix;
+pub mod ipam;
+pub mod ippool;
+pub mod kind;
+pub mod meta;
+pub mod node;
+pub mod resource;
+pub mod selector;
+pub mod workload;
+
+pub use bgp::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec};
+pub use cluster::{ClusterInformation, ClusterInformationSpec};
+pub use felix::{FelixConfiguration, FelixConfigurationSpec};
+pub use ipam::{
+    AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
+    IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec,
+};
+pub use ippool::{AllowedUse, EncapMode, IPPool, IPPoolSpec};
+pub use kind::{Key, Kind};
+pub use meta::{API_VERSION, Object, ObjectMeta, Spec};
+pub use node::{Node, NodeBgpSpec, NodeSpec};
+pub use resource::Resource;
+pub use selector::Selector;
+pub use workload::{WorkloadEndpoint, WorkloadEndpointSpec};

@@ -1,0 +1,154 @@
+//! [`Resource`]: any one resource, whatever its kind.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{
+    BGPConfiguration, BGPPeer, BlockAffinity, ClusterInformation, FelixConfiguration, IPAMBlock,
+    IPAMConfig, IPAMHandle, IPPool, Key, Kind, Node, ObjectMeta, WorkloadEndpoint,
+};
+
+/// One resource of any kind. It serializes exactly as its inner object does (the `kind` field
+/// says which), so a stored or printed resource is the YAML an operator wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    IPPool(IPPool),
+    Node(Node),
+    BGPConfiguration(BGPConfiguration),
+    BGPPeer(BGPPeer),
+    FelixConfiguration(FelixConfiguration),
+    IPAMConfig(IPAMConfig),
+    ClusterInformation(ClusterInformation),
+    WorkloadEndpoint(WorkloadEndpoint),
+    IPAMBlock(IPAMBlock),
+    BlockAffinity(BlockAffinity),
+    IPAMHandle(IPAMHandle),
+}
+
+/// Applies `$body` to the inner object of whatever variant `$res` is.
+macro_rules! each_variant {
+    ($res:expr, $obj:ident => $body:expr) => {
+        match $res {
+            Resource::IPPool($obj) => $body,
+            Resource::Node($obj) => $body,
+            Resource::BGPConfiguration($obj) => $body,
+            Resource::BGPPeer($obj) => $body,
+            Resource::FelixConfiguration($obj) => $body,
+            Resource::IPAMConfig($obj) => $body,
+            Resource::ClusterInformation($obj) => $body,
+            Resource::WorkloadEndpoint($obj) => $body,
+            Resource::IPAMBlock($obj) => $body,
+            Resource::BlockAffinity($obj) => $body,
+            Resource::IPAMHandle($obj) => $body,
+        }
+    };
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::IPPool(_) => Kind::IPPool,
+            Resource::Node(_) => Kind::Node,
+            Resource::BGPConfiguration(_) => Kind::BGPConfiguration,
+            Resource::BGPPeer(_) => Kind::BGPPeer,
+            Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
+            Resource::IPAMConfig(_) => Kind::IPAMConfig,
+            Resource::ClusterInformation(_) => Kind::ClusterInformation,
+            Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
+            Resource::IPAMBlock(_) => Kind::IPAMBlock,
+            Resource::BlockAffinity(_) => Kind::BlockAffinity,
+            Resource::IPAMHandle(_) => Kind::IPAMHandle,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        each_variant!(self, o => &o.metadata)
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        each_variant!(self, o => &mut o.metadata)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    /// Where this resource lives in the datastore.
+    pub fn key(&self) -> Key {
+        let meta = self.metadata();
+        let namespace = if self.kind().namespaced() { meta.namespace.clone() } else { None };
+        Key { kind: self.kind(), namespace, name: meta.name.clone() }
+    }
+
+    /// The datastore revision this copy was read at, if any.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata().resource_version.as_deref()
+    }
+
+    /// Decodes a resource from a JSON value, dispatching on its `kind` field. Unknown fields
+    /// are errors.
+    pub fn from_json_value(value: serde_json::Value) -> Result<Resource, serde_json::Error> {
+        let kind_name = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .ok_or_else(|| serde_json::Error::custom("missing field `kind`"))?;
+        let kind = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind_name)
+            .ok_or_else(|| serde_json::Error::custom(format!("unknown kind {kind_name:?}")))?;
+        Ok(match kind {
+            Kind::IPPool => Resource::IPPool(serde_json::from_value(value)?),
+            Kind::Node => Resource::Node(serde_json::from_value(value)?),
+            Kind::BGPConfiguration => Resource::BGPConfiguration(serde_json::from_value(value)?),
+            Kind::BGPPeer => Resource::BGPPeer(serde_json::from_value(value)?),
+            Kind::FelixConfiguration => {
+                Resource::FelixConfiguration(serde_json::from_value(value)?)
+            }
+            Kind::IPAMConfig => Resource::IPAMConfig(serde_json::from_value(value)?),
+            Kind::ClusterInformation => {
+                Resource::ClusterInformation(serde_json::from_value(value)?)
+            }
+            Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(serde_json::from_value(value)?),
+            Kind::IPAMBlock => Resource::IPAMBlock(serde_json::from_value(value)?),
+            Kind::BlockAffinity => Resource::BlockAffinity(serde_json::from_value(value)?),
+            Kind::IPAMHandle => Resource::IPAMHandle(serde_json::from_value(value)?),
+        })
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        each_variant!(self, o => o.serialize(serializer))
+    }
+}
+
+impl<'de> Deserialize<'de> for Resource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Resource::from_json_value(value).map_err(D::Error::custom)
+    }
+}
+
+macro_rules! from_object {
+    ($($variant:ident),*) => {
+        $(impl From<$variant> for Resource {
+            fn from(o: $variant) -> Resource {
+                Resource::$variant(o)
+            }
+        })*
+    };
+}
+
+from_object!(
+    IPPool,
+    Node,
+    BGPConfiguration,
+    BGPPeer,
+    FelixConfiguration,
+    IPAMConfig,
+    ClusterInformation,
+    WorkloadEndpoint,
+    IPAMBlock,
+    BlockAffinity,
+    IPAMHandle
+);

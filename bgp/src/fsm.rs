@@ -1,0 +1,1 @@
+//! Session FSM (RFC 4271 §8).

@@ -1,0 +1,9 @@
+//! tabby's BGP-4 speaker. Knows nothing of Kubernetes and never programs the kernel: it turns
+//! configuration and prefixes to originate into sessions, and sessions into best paths.
+//!
+//! - [`packet`]: the wire codec (RFC 4271 §4, RFC 4760, RFC 6793, RFC 2918, RFC 4724, RFC 8654),
+//!   plain synchronous code over `bytes` and `nom`.
+//! - [`fsm`]: the per-peer session state machine (RFC 4271 §8), sans-IO.
+
+pub mod fsm;
+pub mod packet;

@@ -1,0 +1,1 @@
+//! Block IPAM: pools → blocks → addresses, with per-node block affinity.
