@@ -21,11 +21,23 @@ pub struct BGPConfigurationSpec {
     pub node_to_node_mesh_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<u32>,
-    #[serde(rename = "serviceLoadBalancerIPs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "serviceLoadBalancerIPs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_load_balancer_ips: Vec<ServiceCidr>,
-    #[serde(rename = "serviceExternalIPs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "serviceExternalIPs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_external_ips: Vec<ServiceCidr>,
-    #[serde(rename = "serviceClusterIPs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "serviceClusterIPs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_cluster_ips: Vec<ServiceCidr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_port: Option<u16>,
@@ -130,7 +142,11 @@ pub struct BGPPeerSpec {
     pub next_hop_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
-    #[serde(rename = "numAllowedLocalASNumbers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "numAllowedLocalASNumbers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub num_allowed_local_as_numbers: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,

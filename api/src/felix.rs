@@ -17,16 +17,28 @@ pub const DEFAULT_ROUTE_REFRESH_INTERVAL: &str = "90s";
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FelixConfigurationSpec {
-    #[serde(rename = "ipipEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ipipEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipip_enabled: Option<bool>,
     /// 0 or absent: computed from the underlay MTU.
     #[serde(rename = "ipipMTU", default, skip_serializing_if = "Option::is_none")]
     pub ipip_mtu: Option<u32>,
-    #[serde(rename = "vxlanEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vxlanEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vxlan_enabled: Option<bool>,
     #[serde(rename = "vxlanMTU", default, skip_serializing_if = "Option::is_none")]
     pub vxlan_mtu: Option<u32>,
-    #[serde(rename = "vxlanMTUV6", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vxlanMTUV6",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vxlan_mtu_v6: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan_port: Option<u16>,
@@ -60,7 +72,11 @@ pub struct FelixConfigurationSpec {
     pub device_route_protocol: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_external_routes: Option<bool>,
-    #[serde(rename = "ipv6Support", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ipv6Support",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipv6_support: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bpf_enabled: Option<bool>,

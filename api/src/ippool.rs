@@ -25,7 +25,11 @@ pub struct IPPoolSpec {
     pub nat_outgoing: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    #[serde(rename = "disableBGPExport", default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "disableBGPExport",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disable_bgp_export: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u8>,

@@ -7,10 +7,13 @@
 //! `mod_revision` and Kubernetes' `resourceVersion` are). A watch from revision R delivers every
 //! change with a revision greater than R, exactly once and in order.
 
+pub mod memory;
+
 use std::fmt;
 
 use api::{Key, Kind, Resource};
 use async_trait::async_trait;
+pub use memory::MemoryDatastore;
 
 /// A datastore revision. 0 means "before anything was written".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,10 +30,13 @@ impl Revision {
     pub fn of(resource: &Resource) -> Result<Option<Revision>, Error> {
         match resource.resource_version() {
             None | Some("") => Ok(None),
-            Some(s) => s.parse().map(|n| Some(Revision(n))).map_err(|_| Error::InvalidRevision {
-                key: resource.key(),
-                value: s.to_string(),
-            }),
+            Some(s) => s
+                .parse()
+                .map(|n| Some(Revision(n)))
+                .map_err(|_| Error::InvalidRevision {
+                    key: resource.key(),
+                    value: s.to_string(),
+                }),
         }
     }
 }
@@ -43,13 +49,20 @@ pub enum Error {
     AlreadyExists(Key),
     /// The write carried a revision that is no longer the resource's current one.
     #[error("{key}: revision conflict (expected {expected}, current {current})")]
-    Conflict { key: Key, expected: Revision, current: Revision },
+    Conflict {
+        key: Key,
+        expected: Revision,
+        current: Revision,
+    },
     #[error("{key}: resourceVersion {value:?} is not a revision")]
     InvalidRevision { key: Key, value: String },
     /// A watch asked for changes after a revision whose history has been compacted away: the
     /// watcher must list again and watch from the list's revision.
     #[error("watch from revision {requested} is too old (oldest kept is {oldest}): re-list")]
-    TooOld { requested: Revision, oldest: Revision },
+    TooOld {
+        requested: Revision,
+        oldest: Revision,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -72,10 +85,19 @@ pub struct Listing {
 /// What happened to one resource, at which revision.
 #[derive(Clone, Debug, PartialEq)]
 pub enum WatchEvent {
-    Added { revision: Revision, resource: Resource },
-    Modified { revision: Revision, resource: Resource },
+    Added {
+        revision: Revision,
+        resource: Resource,
+    },
+    Modified {
+        revision: Revision,
+        resource: Resource,
+    },
     /// `resource` is the last state before deletion.
-    Deleted { revision: Revision, resource: Resource },
+    Deleted {
+        revision: Revision,
+        resource: Resource,
+    },
 }
 
 impl WatchEvent {
