@@ -1,0 +1,1 @@
+//! The tabby CNI plugin and the tabby-ipam IPAM plugin.

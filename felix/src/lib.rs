@@ -1,0 +1,1 @@
+//! felix: the only writer of kernel networking state on a node.
