@@ -25,12 +25,19 @@ pub struct IPPoolSpec {
     pub nat_outgoing: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    #[serde(rename = "disableBGPExport", default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        rename = "disableBGPExport",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disable_bgp_export: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<String>,
+    /// Calico: pods get addresses from this pool only if their namespace matches too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_uses: Option<Vec<AllowedUse>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -88,8 +88,18 @@ impl Kind {
                 "felixconfig",
                 "felixconfigs",
             ],
-            Kind::IPAMConfig => &["ipamconfig", "ipamconfigs", "ipamconfiguration", "ipamconfigurations"],
-            Kind::ClusterInformation => &["clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos"],
+            Kind::IPAMConfig => &[
+                "ipamconfig",
+                "ipamconfigs",
+                "ipamconfiguration",
+                "ipamconfigurations",
+            ],
+            Kind::ClusterInformation => &[
+                "clusterinformation",
+                "clusterinformations",
+                "clusterinfo",
+                "clusterinfos",
+            ],
             Kind::WorkloadEndpoint => &["workloadendpoint", "workloadendpoints", "wep", "weps"],
             Kind::IPAMBlock => &["ipamblock", "ipamblocks"],
             Kind::BlockAffinity => &["blockaffinity", "blockaffinities", "affinity", "affinities"],
@@ -100,9 +110,9 @@ impl Kind {
     /// Look a kind up by its YAML name (`IPPool`) or any of its command-line names, ignoring case.
     pub fn from_any_name(name: &str) -> Option<Kind> {
         let lower = name.to_ascii_lowercase();
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(name) || k.cli_names().contains(&lower.as_str()))
+        Kind::ALL.into_iter().find(|k| {
+            k.as_str().eq_ignore_ascii_case(name) || k.cli_names().contains(&lower.as_str())
+        })
     }
 
     /// Whether resources of this kind live in a Kubernetes namespace (only WorkloadEndpoint).
@@ -136,12 +146,20 @@ pub struct Key {
 impl Key {
     /// A key for a cluster-scoped resource.
     pub fn new(kind: Kind, name: impl Into<String>) -> Key {
-        Key { kind, namespace: None, name: name.into() }
+        Key {
+            kind,
+            namespace: None,
+            name: name.into(),
+        }
     }
 
     /// A key for a namespaced resource.
     pub fn namespaced(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Key {
-        Key { kind, namespace: Some(namespace.into()), name: name.into() }
+        Key {
+            kind,
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
     }
 }
 

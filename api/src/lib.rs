@@ -9,6 +9,7 @@ pub mod ippool;
 pub mod kind;
 pub mod meta;
 pub mod node;
+pub mod numorstring;
 pub mod resource;
 pub mod selector;
 pub mod workload;

@@ -55,7 +55,10 @@ impl<S: Spec> Object<S> {
         Object {
             api_version: API_VERSION.to_string(),
             kind: S::KIND.as_str().to_string(),
-            metadata: ObjectMeta { name: name.into(), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: name.into(),
+                ..ObjectMeta::default()
+            },
             spec,
             status: None,
         }

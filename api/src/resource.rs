@@ -76,8 +76,16 @@ impl Resource {
     /// Where this resource lives in the datastore.
     pub fn key(&self) -> Key {
         let meta = self.metadata();
-        let namespace = if self.kind().namespaced() { meta.namespace.clone() } else { None };
-        Key { kind: self.kind(), namespace, name: meta.name.clone() }
+        let namespace = if self.kind().namespaced() {
+            meta.namespace.clone()
+        } else {
+            None
+        };
+        Key {
+            kind: self.kind(),
+            namespace,
+            name: meta.name.clone(),
+        }
     }
 
     /// The datastore revision this copy was read at, if any.

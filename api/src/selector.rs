@@ -105,14 +105,26 @@ fn label(i: &str) -> IResult<&str, String> {
 }
 
 fn quoted(i: &str) -> IResult<&str, String> {
-    let single = delimited(char('\''), map(nom::combinator::opt(is_not("'")), |s| s.unwrap_or("")), char('\''));
-    let double = delimited(char('"'), map(nom::combinator::opt(is_not("\"")), |s| s.unwrap_or("")), char('"'));
+    let single = delimited(
+        char('\''),
+        map(nom::combinator::opt(is_not("'")), |s| s.unwrap_or("")),
+        char('\''),
+    );
+    let double = delimited(
+        char('"'),
+        map(nom::combinator::opt(is_not("\"")), |s| s.unwrap_or("")),
+        char('"'),
+    );
     map(alt((single, double)), str::to_string).parse(i)
 }
 
 fn value_set(i: &str) -> IResult<&str, BTreeSet<String>> {
     map(
-        delimited(ws(char('{')), separated_list0(ws(char(',')), quoted), ws(char('}'))),
+        delimited(
+            ws(char('{')),
+            separated_list0(ws(char(',')), quoted),
+            ws(char('}')),
+        ),
         |v| v.into_iter().collect(),
     )
     .parse(i)
@@ -120,9 +132,15 @@ fn value_set(i: &str) -> IResult<&str, BTreeSet<String>> {
 
 fn primary(i: &str) -> IResult<&str, Selector> {
     ws(alt((
-        value(Selector::All, (tag("all"), multispace0, char('('), multispace0, char(')'))),
+        value(
+            Selector::All,
+            (tag("all"), multispace0, char('('), multispace0, char(')')),
+        ),
         map(
-            preceded((tag("has"), multispace0), delimited(ws(char('(')), label, ws(char(')')))),
+            preceded(
+                (tag("has"), multispace0),
+                delimited(ws(char('(')), label, ws(char(')'))),
+            ),
             Selector::Has,
         ),
         delimited(char('('), or_expr, ws(char(')'))),
@@ -156,7 +174,13 @@ fn comparison(i: &str) -> IResult<&str, Selector> {
 }
 
 fn unary(i: &str) -> IResult<&str, Selector> {
-    alt((map(preceded(ws(char('!')), unary), |s| Selector::Not(Box::new(s))), primary)).parse(i)
+    alt((
+        map(preceded(ws(char('!')), unary), |s| {
+            Selector::Not(Box::new(s))
+        }),
+        primary,
+    ))
+    .parse(i)
 }
 
 fn and_expr(i: &str) -> IResult<&str, Selector> {
@@ -190,7 +214,11 @@ fn write_set(f: &mut fmt::Formatter<'_>, vs: &BTreeSet<String>) -> fmt::Result {
 
 /// Values print in double quotes unless they contain one.
 fn write_quoted(f: &mut fmt::Formatter<'_>, v: &str) -> fmt::Result {
-    if v.contains('"') { write!(f, "'{v}'") } else { write!(f, "\"{v}\"") }
+    if v.contains('"') {
+        write!(f, "'{v}'")
+    } else {
+        write!(f, "\"{v}\"")
+    }
 }
 
 impl fmt::Display for Selector {
@@ -233,5 +261,9 @@ impl fmt::Display for Selector {
 }
 
 fn write_operand(f: &mut fmt::Formatter<'_>, s: &Selector, paren: bool) -> fmt::Result {
-    if paren { write!(f, "({s})") } else { write!(f, "{s}") }
+    if paren {
+        write!(f, "({s})")
+    } else {
+        write!(f, "{s}")
+    }
 }
