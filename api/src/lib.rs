@@ -3,6 +3,7 @@
 
 pub mod bgp;
 pub mod cluster;
+pub mod duration;
 pub mod felix;
 pub mod ipam;
 pub mod ippool;
@@ -12,10 +13,12 @@ pub mod node;
 pub mod numorstring;
 pub mod resource;
 pub mod selector;
+pub mod validate;
 pub mod workload;
 
 pub use bgp::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec};
 pub use cluster::{ClusterInformation, ClusterInformationSpec};
+pub use duration::{DurationError, parse_duration};
 pub use felix::{FelixConfiguration, FelixConfigurationSpec};
 pub use ipam::{
     AffinityState, AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
@@ -27,4 +30,5 @@ pub use meta::{API_VERSION, Object, ObjectMeta, Spec};
 pub use node::{Node, NodeBgpSpec, NodeSpec};
 pub use resource::Resource;
 pub use selector::Selector;
+pub use validate::{ValidationError, validate_pools};
 pub use workload::{WorkloadEndpoint, WorkloadEndpointSpec};
