@@ -3,6 +3,7 @@
 
 pub mod bgp;
 pub mod cluster;
+pub mod defaults;
 pub mod duration;
 pub mod felix;
 pub mod ipam;
@@ -11,6 +12,7 @@ pub mod kind;
 pub mod meta;
 pub mod node;
 pub mod numorstring;
+pub mod parse;
 pub mod resource;
 pub mod selector;
 pub mod validate;
@@ -18,6 +20,7 @@ pub mod workload;
 
 pub use bgp::{BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec};
 pub use cluster::{ClusterInformation, ClusterInformationSpec};
+pub use defaults::apply_defaults;
 pub use duration::{DurationError, parse_duration};
 pub use felix::{FelixConfiguration, FelixConfigurationSpec};
 pub use ipam::{
@@ -28,6 +31,10 @@ pub use ippool::{AllowedUse, EncapMode, IPPool, IPPoolSpec};
 pub use kind::{Key, Kind};
 pub use meta::{API_VERSION, Object, ObjectMeta, Spec};
 pub use node::{Node, NodeBgpSpec, NodeSpec};
+pub use parse::{
+    DocumentError, ParseError, parse_documents, parse_one, to_list_value, to_yaml,
+    to_yaml_documents, to_yaml_list,
+};
 pub use resource::Resource;
 pub use selector::Selector;
 pub use validate::{ValidationError, validate_pools};
