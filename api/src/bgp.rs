@@ -19,7 +19,12 @@ pub struct BGPConfigurationSpec {
     pub log_severity_screen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_to_node_mesh_enabled: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A number or a string, as Calico's `numorstring.ASNumber`.
+    #[serde(
+        default,
+        with = "crate::numorstring::opt_as_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub as_number: Option<u32>,
     #[serde(
         rename = "serviceLoadBalancerIPs",
@@ -50,8 +55,30 @@ pub struct BGPConfigurationSpec {
     /// A Go duration string (`120s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_max_restart_time: Option<String>,
+    /// `None` or `NodeIP`: whether the BGP listener binds to the node IP only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_mode: Option<String>,
+    /// `Enabled` (advertise whole serviceLoadBalancerIPs CIDRs) or `Disabled` (one /32 per
+    /// service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_load_balancer_aggregation: Option<String>,
+    /// Interfaces whose addresses are not considered when picking a BGP address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_interfaces: Vec<String>,
+    /// The address local workloads peer with for IPv4 (needs a BGPPeer with
+    /// `localWorkloadSelector`).
+    #[serde(
+        rename = "localWorkloadPeeringIPV4",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_workload_peering_ipv4: Option<String>,
+    #[serde(
+        rename = "localWorkloadPeeringIPV6",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_workload_peering_ipv6: Option<String>,
 }
 
 impl Spec for BGPConfigurationSpec {
@@ -119,7 +146,12 @@ pub struct BGPPeerSpec {
     /// `ip` or `ip:port` (`[v6]:port` for IPv6).
     #[serde(rename = "peerIP", default, skip_serializing_if = "Option::is_none")]
     pub peer_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A number or a string, as Calico's `numorstring.ASNumber`.
+    #[serde(
+        default,
+        with = "crate::numorstring::opt_as_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub as_number: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<String>,
@@ -152,6 +184,19 @@ pub struct BGPPeerSpec {
     pub filters: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable_by: Option<String>,
+    /// The AS number this node uses towards this peer instead of its own.
+    #[serde(
+        default,
+        with = "crate::numorstring::opt_as_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_as_number: Option<u32>,
+    /// Peer with the local workloads this selects (BGP to pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_workload_selector: Option<String>,
+    /// `Auto` or `Manual`: whether the reverse peering is generated automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_peering: Option<String>,
 }
 
 impl Spec for BGPPeerSpec {

@@ -35,6 +35,9 @@ pub struct IPPoolSpec {
     pub block_size: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<String>,
+    /// Calico: pods get addresses from this pool only if their namespace matches too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_uses: Option<Vec<AllowedUse>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -39,6 +39,8 @@ pub struct NodeSpec {
     pub orch_refs: Vec<OrchRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<NodeAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<NodeWireguardSpec>,
 }
 
 impl Spec for NodeSpec {
@@ -68,8 +70,13 @@ pub struct NodeBgpSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub ipv4_ipip_tunnel_addr: Option<String>,
-    /// Overrides the cluster-wide ASN for this node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Overrides the cluster-wide ASN for this node. A number or a string, as Calico's
+    /// `numorstring.ASNumber`.
+    #[serde(
+        default,
+        with = "crate::numorstring::opt_as_number",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub as_number: Option<u32>,
     /// Set on nodes that act as route reflectors.
     #[serde(
@@ -94,4 +101,22 @@ pub struct NodeAddress {
     pub address: String,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
+}
+
+/// The node's WireGuard interface addresses (Calico: `spec.wireguard`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeWireguardSpec {
+    #[serde(
+        rename = "interfaceIPv4Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interface_ipv4_address: Option<String>,
+    #[serde(
+        rename = "interfaceIPv6Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub interface_ipv6_address: Option<String>,
 }

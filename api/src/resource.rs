@@ -10,6 +10,11 @@ use crate::{
 
 /// One resource of any kind. It serializes exactly as its inner object does (the `kind` field
 /// says which), so a stored or printed resource is the YAML an operator wrote.
+///
+/// FelixConfiguration, with its hundred optional settings, is much larger than the other
+/// variants; resources are few and short-lived, and matching on unboxed objects keeps every
+/// caller simple, so the size difference is accepted rather than boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resource {
     IPPool(IPPool),

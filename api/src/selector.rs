@@ -267,3 +267,220 @@ fn write_operand(f: &mut fmt::Formatter<'_>, s: &Selector, paren: bool) -> fmt::
         write!(f, "{s}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn eq(k: &str, v: &str) -> Selector {
+        Selector::Eq(k.into(), v.into())
+    }
+    fn and(a: Selector, b: Selector) -> Selector {
+        Selector::And(Box::new(a), Box::new(b))
+    }
+    fn or(a: Selector, b: Selector) -> Selector {
+        Selector::Or(Box::new(a), Box::new(b))
+    }
+    fn not(a: Selector) -> Selector {
+        Selector::Not(Box::new(a))
+    }
+    fn set(vs: &[&str]) -> BTreeSet<String> {
+        vs.iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn parses() {
+        let cases: Vec<(&str, Selector)> = vec![
+            ("", Selector::All),
+            ("   ", Selector::All),
+            ("all()", Selector::All),
+            (" all ( ) ", Selector::All),
+            ("has(zone)", Selector::Has("zone".into())),
+            (
+                "has( topology.kubernetes.io/zone )",
+                Selector::Has("topology.kubernetes.io/zone".into()),
+            ),
+            ("!has(zone)", not(Selector::Has("zone".into()))),
+            ("zone == 'a'", eq("zone", "a")),
+            ("zone==\"a\"", eq("zone", "a")),
+            ("zone != 'a'", Selector::Ne("zone".into(), "a".into())),
+            ("zone == ''", eq("zone", "")),
+            ("zone == 'say \"hi\"'", eq("zone", "say \"hi\"")),
+            ("zone == \"it's\"", eq("zone", "it's")),
+            (
+                "zone in {'a', \"b\"}",
+                Selector::In("zone".into(), set(&["a", "b"])),
+            ),
+            ("zone in {}", Selector::In("zone".into(), set(&[]))),
+            (
+                "zone not  in{'a'}",
+                Selector::NotIn("zone".into(), set(&["a"])),
+            ),
+            ("all == 'x'", eq("all", "x")),
+            ("has == 'x'", eq("has", "x")),
+            // Precedence: `&&` binds tighter than `||`, `!` tightest.
+            (
+                "a == 'x' || b == 'y' && c == 'z'",
+                or(eq("a", "x"), and(eq("b", "y"), eq("c", "z"))),
+            ),
+            (
+                "a == 'x' && b == 'y' || c == 'z'",
+                or(and(eq("a", "x"), eq("b", "y")), eq("c", "z")),
+            ),
+            (
+                "!a == 'x' && b == 'y'",
+                and(not(eq("a", "x")), eq("b", "y")),
+            ),
+            (
+                "!(a == 'x' && b == 'y')",
+                not(and(eq("a", "x"), eq("b", "y"))),
+            ),
+            ("!!has(a)", not(not(Selector::Has("a".into())))),
+            (
+                "(a == 'x' || b == 'y') && c == 'z'",
+                and(or(eq("a", "x"), eq("b", "y")), eq("c", "z")),
+            ),
+            // Left-associative chains.
+            (
+                "a == '1' || b == '2' || c == '3'",
+                or(or(eq("a", "1"), eq("b", "2")), eq("c", "3")),
+            ),
+            (
+                "a == '1' && b == '2' && c == '3'",
+                and(and(eq("a", "1"), eq("b", "2")), eq("c", "3")),
+            ),
+            (
+                "\n\ta == 'x'\n&&\tb == 'y' ",
+                and(eq("a", "x"), eq("b", "y")),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Selector::parse(input), Ok(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            "a ==",
+            "a = 'x'",
+            "a == x",
+            "has(a",
+            "has()",
+            "a in {'x'",
+            "a in {x}",
+            "&& a == 'x'",
+            "a == 'x' &&",
+            "a == 'x' b == 'y'",
+            "(a == 'x'",
+            "a == 'x')",
+            "a == 'x",
+            "!",
+            "all",
+        ] {
+            let e = Selector::parse(bad).unwrap_err();
+            assert_eq!(e.input, bad);
+            assert!(e.reason.contains("offset"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn matching() {
+        let labels: BTreeMap<String, String> = [("zone", "a"), ("role", "rr")]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let yes = [
+            "all()",
+            "has(zone)",
+            "zone == 'a'",
+            "zone in {'a','b'}",
+            "missing not in {'x'}",
+            "!has(missing)",
+            "zone != 'b'",
+            "missing != 'b'",
+            "role == 'rr' && zone == 'a'",
+            "zone == 'b' || role == 'rr'",
+        ];
+        let no = [
+            "has(missing)",
+            "zone == 'b'",
+            "zone not in {'a'}",
+            "missing in {'a'}",
+            "!all()",
+            "zone == 'a' && role == 'x'",
+        ];
+        for s in yes {
+            assert!(Selector::parse(s).unwrap().matches(&labels), "{s}");
+        }
+        for s in no {
+            assert!(!Selector::parse(s).unwrap().matches(&labels), "{s}");
+        }
+    }
+
+    #[test]
+    fn canonical_display() {
+        let cases = [
+            (
+                "a=='x'||b=='y'&&c=='z'",
+                "a == \"x\" || b == \"y\" && c == \"z\"",
+            ),
+            (
+                "(a=='x'||b=='y')&&c=='z'",
+                "(a == \"x\" || b == \"y\") && c == \"z\"",
+            ),
+            (
+                "a=='x'||(b=='y'||c=='z')",
+                "a == \"x\" || (b == \"y\" || c == \"z\")",
+            ),
+            (
+                "a=='x'&&(b=='y'&&c=='z')",
+                "a == \"x\" && (b == \"y\" && c == \"z\")",
+            ),
+            ("!(has(a)||has(b))", "!(has(a) || has(b))"),
+            ("k in {'b','a'}", "k in {\"a\", \"b\"}"),
+            ("k == 'say \"hi\"'", "k == 'say \"hi\"'"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Selector::parse(input).unwrap().to_string(), want, "{input}");
+        }
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9._/-]{0,6}"
+    }
+
+    /// Values a selector can quote: anything without both kinds of quote.
+    fn val() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-zA-Z0-9 ._'-]{0,6}", "[a-zA-Z0-9 ._\"-]{0,6}"]
+    }
+
+    fn selector() -> impl Strategy<Value = Selector> {
+        let leaf = prop_oneof![
+            Just(Selector::All),
+            key().prop_map(Selector::Has),
+            (key(), val()).prop_map(|(k, v)| Selector::Eq(k, v)),
+            (key(), val()).prop_map(|(k, v)| Selector::Ne(k, v)),
+            (key(), prop::collection::btree_set(val(), 0..3)).prop_map(|(k, v)| Selector::In(k, v)),
+            (key(), prop::collection::btree_set(val(), 0..3))
+                .prop_map(|(k, v)| Selector::NotIn(k, v)),
+        ];
+        leaf.prop_recursive(5, 32, 2, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|s| Selector::Not(Box::new(s))),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| Selector::And(Box::new(a), Box::new(b))),
+                (inner.clone(), inner).prop_map(|(a, b)| Selector::Or(Box::new(a), Box::new(b))),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn print_then_parse_is_identity(sel in selector()) {
+            let printed = sel.to_string();
+            prop_assert_eq!(Selector::parse(&printed), Ok(sel), "printed as {}", printed);
+        }
+    }
+}
