@@ -813,6 +813,15 @@ peers:
     }
 
     #[test]
+    fn duplicate_keys_are_rejected() {
+        let err = Config::from_yaml("asn: 64512\nasn: 64513\nrouter_id: 192.0.2.1\n").unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate mapping key: asn"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_top_level_key() {
         assert_problem_starts(
             "asn: 64512\nrouter_id: 192.0.2.1\nrouterid: 192.0.2.1\n",

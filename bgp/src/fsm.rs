@@ -326,7 +326,10 @@ pub enum Input<U = ()> {
     IdleHoldTimerExpires,
     /// Event 16: Tcp_CR_Acked (our outgoing connection is up)
     TcpCrAcked,
-    /// Event 17: TcpConnectionConfirmed (an incoming connection from the peer was accepted)
+    /// Event 17: TcpConnectionConfirmed (an incoming connection from the peer was accepted).
+    /// In Connect this FSM adopts the incoming connection: the session layer abandons its own
+    /// pending attempt. In OpenSent, OpenConfirm and Established it is ignored: the session
+    /// layer runs the new connection on a second FSM and resolves the collision (§6.8).
     TcpConnectionConfirmed,
     /// Event 18: TcpConnectionFails
     TcpConnectionFails,
@@ -2012,5 +2015,129 @@ mod tests {
                 State::Connect
             ]
         );
+    }
+
+    // ---- invariants over random event sequences ----
+
+    fn any_event() -> impl proptest::strategy::Strategy<Value = In> {
+        use proptest::prelude::*;
+        let open = (
+            prop::sample::select(vec![0u16, 1, 3, 30, 90, 240]),
+            prop::sample::select(vec![ASN, 65001]),
+            prop::sample::select(vec![PEER_ID, LOCAL_ID, Ipv4Addr::UNSPECIFIED]),
+            prop::sample::select(vec![4u8, 3]),
+        )
+            .prop_map(|(hold_time, asn, router_id, version)| {
+                In::BgpOpen(OpenSummary {
+                    version,
+                    asn,
+                    hold_time,
+                    router_id,
+                    capabilities: Capabilities::default(),
+                })
+            });
+        let fixed = prop::sample::select(vec![
+            In::ManualStart,
+            In::ManualStop(Cease::administrative_shutdown()),
+            In::AutomaticStart,
+            In::ManualStartPassive,
+            In::AutomaticStartPassive,
+            In::AutomaticStop(Cease::new(CeaseSubcode::MaxPrefixesReached)),
+            In::ConnectRetryTimerExpires,
+            In::HoldTimerExpires,
+            In::KeepaliveTimerExpires,
+            In::IdleHoldTimerExpires,
+            In::TcpCrAcked,
+            In::TcpConnectionConfirmed,
+            In::TcpConnectionFails,
+            In::BgpHeaderErr(Notification::new(1, 2)),
+            In::BgpOpenMsgErr(Notification::new(2, 4)),
+            In::OpenCollisionDump,
+            In::NotifMsgVerErr(Notification::new(2, 1)),
+            In::NotifMsg(Notification::new(6, 2)),
+            In::KeepAliveMsg,
+            In::KeepAliveMsg,
+            In::UpdateMsg("u"),
+            In::UpdateMsgErr(Notification::new(3, 1)),
+            In::UpdateSent,
+        ]);
+        prop_oneof![4 => fixed, 1 => open]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn invariants_hold_for_any_event_sequence(
+            events in proptest::collection::vec(any_event(), 0..60),
+            passive in proptest::bool::ANY,
+        ) {
+            let mut cfg = config();
+            cfg.passive = passive;
+            let mut fsm = Fsm::new(cfg);
+            let mut running = std::collections::HashSet::new();
+            for e in events {
+                let before = fsm.state();
+                let fired = match e {
+                    In::ConnectRetryTimerExpires => Some(Timer::ConnectRetry),
+                    In::HoldTimerExpires => Some(Timer::Hold),
+                    In::KeepaliveTimerExpires => Some(Timer::Keepalive),
+                    In::IdleHoldTimerExpires => Some(Timer::IdleHold),
+                    _ => None,
+                };
+                if let Some(t) = fired {
+                    running.remove(&t);
+                }
+                let out = fsm.process(e.clone());
+                let mut state = before;
+                let mut notified = false;
+                for o in &out {
+                    match o {
+                        Output::StartTimer { timer, duration } => {
+                            assert!(!duration.is_zero());
+                            running.insert(*timer);
+                        }
+                        Output::StopTimer(t) => {
+                            assert!(running.remove(t), "stopped {t:?} that was not running");
+                        }
+                        Output::StateChanged { from, to } => {
+                            assert_eq!(*from, state);
+                            assert_ne!(from, to);
+                            state = *to;
+                        }
+                        Output::Connect => assert!(!passive, "passive peer connected out"),
+                        Output::SendNotification(_) => notified = true,
+                        Output::DropConnection => {
+                            assert_ne!(before, State::Idle);
+                            notified = false;
+                        }
+                        Output::SessionEstablished(_) => assert_eq!(state, State::Established),
+                        Output::SessionDown { .. } => assert_eq!(before, State::Established),
+                        Output::DeliverUpdate(_) => assert_eq!(state, State::Established),
+                        Output::SendOpen(_) | Output::SendKeepalive => {}
+                    }
+                }
+                assert!(!notified, "NOTIFICATION without closing the connection: {e:?}");
+                assert_eq!(state, fsm.state());
+                for t in TIMERS {
+                    assert_eq!(fsm.timer_running(t), running.contains(&t), "{t:?}");
+                }
+                let hold = fsm.negotiated().map_or(0, |n| n.hold_time);
+                match fsm.state() {
+                    State::Idle => assert!(running.iter().all(|t| *t == Timer::IdleHold)),
+                    State::Connect | State::Active => {
+                        assert!(running.iter().all(|t| *t == Timer::ConnectRetry))
+                    }
+                    State::OpenSent => assert_eq!(
+                        running.iter().copied().collect::<Vec<_>>(),
+                        vec![Timer::Hold]
+                    ),
+                    State::OpenConfirm | State::Established => {
+                        assert!(fsm.negotiated().is_some());
+                        assert_eq!(running.contains(&Timer::Hold), hold != 0);
+                        assert_eq!(running.contains(&Timer::Keepalive), hold != 0);
+                        assert!(!running.contains(&Timer::ConnectRetry));
+                    }
+                }
+            }
+        }
     }
 }
