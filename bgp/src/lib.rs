@@ -5,5 +5,8 @@
 //!   plain synchronous code over `bytes` and `nom`.
 //! - [`fsm`]: the per-peer session state machine (RFC 4271 §8), sans-IO.
 
+pub mod collision;
+pub mod config;
 pub mod fsm;
 pub mod packet;
+pub mod policy;
