@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{API_VERSION, Kind, Resource};
 
@@ -335,29 +335,38 @@ pub fn to_yaml_documents(resources: &[Resource]) -> String {
         .join("---\n")
 }
 
-/// Several resources as one list document, as `calicoctl get -o yaml` prints a listing: a typed
-/// list (`IPPoolList`) when all are of one kind, else a `kind: List`.
-pub fn to_list_value(resources: &[Resource]) -> Value {
+/// A list document: `apiVersion`, `kind`, `items`, in the order `calicoctl` prints them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListDocument<'a> {
+    api_version: &'static str,
+    kind: String,
+    items: &'a [Resource],
+}
+
+fn list_document(resources: &[Resource]) -> ListDocument<'_> {
     let first = resources.first().map(Resource::kind);
     let same = first.filter(|k| resources.iter().all(|r| r.kind() == *k));
     let (api_version, kind) = match same {
         Some(k) => (API_VERSION, format!("{k}List")),
         None => (CORE_V1, "List".to_string()),
     };
-    let items: Vec<Value> = resources
-        .iter()
-        .map(|r| serde_json::to_value(r).expect("resources always serialize to JSON"))
-        .collect();
-    let mut map = Map::new();
-    map.insert("apiVersion".into(), Value::from(api_version));
-    map.insert("kind".into(), Value::from(kind));
-    map.insert("items".into(), Value::Array(items));
-    Value::Object(map)
+    ListDocument {
+        api_version,
+        kind,
+        items: resources,
+    }
 }
 
-/// [`to_list_value`] as YAML.
+/// Several resources as one list document, as `calicoctl get -o yaml` prints a listing: a typed
+/// list (`IPPoolList`) when all are of one kind, else a `kind: List`.
+pub fn to_list_value(resources: &[Resource]) -> Value {
+    serde_json::to_value(list_document(resources)).expect("resources always serialize to JSON")
+}
+
+/// [`to_list_value`] as YAML, fields in document order.
 pub fn to_yaml_list(resources: &[Resource]) -> String {
-    yaml(&to_list_value(resources))
+    yaml(&list_document(resources))
 }
 
 #[cfg(test)]
@@ -515,7 +524,10 @@ items:
             vec![res[0].clone(), res[0].clone()]
         );
         let list = to_yaml_list(&res);
-        assert!(list.contains("IPPoolList"), "{list}");
+        assert!(
+            list.starts_with("apiVersion: projectcalico.org/v3\nkind: IPPoolList\nitems:\n"),
+            "{list}"
+        );
         assert_eq!(parse_documents(&list).unwrap(), res);
     }
 }
