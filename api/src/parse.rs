@@ -282,36 +282,98 @@ fn read_list(
     Ok(())
 }
 
+/// How many scalars one document may have re-read as another type (see [`coerce`]).
+const MAX_COERCIONS: usize = 256;
+
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
 /// Types one document as `kind`, with the failing field's path in the error.
 fn typed(mut doc: Value, kind: Kind, at: At) -> Result<Resource, DocumentError> {
     // Store the canonical kind name (an `IPAMConfiguration` becomes an `IPAMConfig`).
     if let Some(map) = doc.as_object_mut() {
         map.insert("kind".to_string(), Value::from(kind.as_str()));
     }
-    let context = doc.clone();
-    let fail = |e: serde_path_to_error::Error<serde_json::Error>| {
-        let path = e.path().to_string();
+    let mut coercions = 0;
+    loop {
+        let err = match type_as(doc.clone(), kind) {
+            Ok(resource) => return Ok(resource),
+            Err(e) => e,
+        };
+        if coercions < MAX_COERCIONS && coerce(&mut doc, &err) {
+            coercions += 1;
+            continue;
+        }
+        let path = err.path().to_string();
         let field = (path != ".").then_some(path);
-        at.error(&context, field.as_deref(), e.into_inner().to_string())
-    };
-    fn de<T: DeserializeOwned>(
-        v: Value,
-    ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+        return Err(at.error(&doc, field.as_deref(), err.into_inner().to_string()));
+    }
+}
+
+fn type_as(doc: Value, kind: Kind) -> Result<Resource, PathError> {
+    fn de<T: DeserializeOwned>(v: Value) -> Result<T, PathError> {
         serde_path_to_error::deserialize(v)
     }
     Ok(match kind {
-        Kind::IPPool => Resource::IPPool(de(doc).map_err(fail)?),
-        Kind::Node => Resource::Node(de(doc).map_err(fail)?),
-        Kind::BGPConfiguration => Resource::BGPConfiguration(de(doc).map_err(fail)?),
-        Kind::BGPPeer => Resource::BGPPeer(de(doc).map_err(fail)?),
-        Kind::FelixConfiguration => Resource::FelixConfiguration(de(doc).map_err(fail)?),
-        Kind::IPAMConfig => Resource::IPAMConfig(de(doc).map_err(fail)?),
-        Kind::ClusterInformation => Resource::ClusterInformation(de(doc).map_err(fail)?),
-        Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(de(doc).map_err(fail)?),
-        Kind::IPAMBlock => Resource::IPAMBlock(de(doc).map_err(fail)?),
-        Kind::BlockAffinity => Resource::BlockAffinity(de(doc).map_err(fail)?),
-        Kind::IPAMHandle => Resource::IPAMHandle(de(doc).map_err(fail)?),
+        Kind::IPPool => Resource::IPPool(de(doc)?),
+        Kind::Node => Resource::Node(de(doc)?),
+        Kind::BGPConfiguration => Resource::BGPConfiguration(de(doc)?),
+        Kind::BGPPeer => Resource::BGPPeer(de(doc)?),
+        Kind::FelixConfiguration => Resource::FelixConfiguration(de(doc)?),
+        Kind::IPAMConfig => Resource::IPAMConfig(de(doc)?),
+        Kind::ClusterInformation => Resource::ClusterInformation(de(doc)?),
+        Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(de(doc)?),
+        Kind::IPAMBlock => Resource::IPAMBlock(de(doc)?),
+        Kind::BlockAffinity => Resource::BlockAffinity(de(doc)?),
+        Kind::IPAMHandle => Resource::IPAMHandle(de(doc)?),
     })
+}
+
+/// calicoctl reads YAML through `sigs.k8s.io/yaml`, which types scalars by the Go field they
+/// land in: `rack: 1` fills a string label with `"1"`, and YAML 1.1's `yes`/`on`/`off` fill a
+/// bool. When typing failed on such a scalar, rewrite it the way calicoctl would read it and
+/// report whether anything changed.
+fn coerce(doc: &mut Value, err: &PathError) -> bool {
+    let message = err.inner().to_string();
+    let Some(slot) = value_at(doc, err.path()) else {
+        return false;
+    };
+    if message.ends_with("expected a string") {
+        let text = match slot {
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return false,
+        };
+        *slot = Value::String(text);
+        return true;
+    }
+    if message.ends_with("expected a boolean")
+        && let Value::String(s) = slot
+    {
+        let b = match s.as_str() {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+                true
+            }
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
+            | "FALSE" => false,
+            _ => return false,
+        };
+        *slot = Value::Bool(b);
+        return true;
+    }
+    false
+}
+
+fn value_at<'v>(doc: &'v mut Value, path: &serde_path_to_error::Path) -> Option<&'v mut Value> {
+    use serde_path_to_error::Segment;
+    let mut v = doc;
+    for segment in path.iter() {
+        v = match segment {
+            Segment::Seq { index } => v.get_mut(*index)?,
+            Segment::Map { key } => v.get_mut(key.as_str())?,
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        };
+    }
+    Some(v)
 }
 
 fn yaml<T: serde::Serialize>(value: &T) -> String {
@@ -505,6 +567,28 @@ items:
   metadata: {name: a}
 ";
         assert_eq!(doc_err(text).field.as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn scalars_are_read_as_calicoctl_reads_them() {
+        let text = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: p
+  labels: {rack: 1, enabled: true}
+spec: {cidr: 198.18.0.0/16, natOutgoing: yes, disabled: off, nodeSelector: 5}
+";
+        let res = parse_documents(text).unwrap();
+        let Resource::IPPool(p) = &res[0] else {
+            unreachable!()
+        };
+        assert_eq!(p.metadata.labels["rack"], "1");
+        assert_eq!(p.metadata.labels["enabled"], "true");
+        assert!(p.spec.nat_outgoing);
+        assert!(!p.spec.disabled);
+        assert_eq!(p.spec.node_selector.as_deref(), Some("5"));
+        let e = doc_err(&text.replace("natOutgoing: yes", "natOutgoing: maybe"));
+        assert_eq!(e.field.as_deref(), Some("spec.natOutgoing"));
     }
 
     #[test]
