@@ -558,6 +558,12 @@ fn validate_node(spec: &NodeSpec) -> Result {
     mac("spec.vxlanTunnelMACAddrV6", &spec.vxlan_tunnel_mac_addr_v6)?;
     for (i, a) in spec.addresses.iter().enumerate() {
         ip_or_cidr(&format!("spec.addresses[{i}].address"), &a.address)?;
+        // Calico's `ipType` validator.
+        one_of(
+            &format!("spec.addresses[{i}].type"),
+            &a.type_,
+            &["InternalIP", "ExternalIP", "CalicoNodeIP"],
+        )?;
     }
     for (i, r) in spec.orch_refs.iter().enumerate() {
         if r.orchestrator.is_empty() {

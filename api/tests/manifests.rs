@@ -292,6 +292,11 @@ fn invalid_variants_name_the_field() {
         ("node VXLAN v6 tunnel address", node("ipv6VXLANTunnelAddr: 198.18.0.1"), "spec.ipv6VXLANTunnelAddr"),
         ("node VTEP MAC", node("vxlanTunnelMACAddr: 66:cf:23:df:22"), "spec.vxlanTunnelMACAddr"),
         ("node address", node("addresses:\n- address: not-an-ip"), "spec.addresses[0].address"),
+        (
+            "node address type",
+            node("addresses:\n- {address: 192.0.2.1, type: PublicIP}"),
+            "spec.addresses[0].type",
+        ),
         // FelixConfiguration
         ("Felix bad name", felix("node-1", "logSeverityScreen: Info"), "metadata.name"),
         ("Felix bad duration", felix("default", "routeRefreshInterval: '90'"), "spec.routeRefreshInterval"),
