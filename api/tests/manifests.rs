@@ -308,6 +308,11 @@ fn invalid_variants_name_the_field() {
         ("Felix unknown field", felix("default", "ipipEnable: true"), "spec.ipipEnable"),
         ("Felix natOutgoingAddress", felix("default", "natOutgoingAddress: nat.example"), "spec.natOutgoingAddress"),
         ("Felix route table range", felix("default", "routeTableRange: {min: 250, max: 1}"), "spec.routeTableRange"),
+        (
+            "Felix conntrack timeout",
+            felix("default", "bpfConntrackTimeouts: {tcpSynSent: soon}"),
+            "spec.bpfConntrackTimeouts.tcpSynSent",
+        ),
         ("Felix log level", felix("default", "logSeverityScreen: Chatty"), "spec.logSeverityScreen"),
         // Singletons and IPAM objects
         ("ClusterInformation name", doc("ClusterInformation", "cluster", "datastoreReady: true"), "metadata.name"),
