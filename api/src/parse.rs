@@ -614,4 +614,73 @@ spec: {cidr: 198.18.0.0/16, natOutgoing: yes, disabled: off, nodeSelector: 5}
         );
         assert_eq!(parse_documents(&list).unwrap(), res);
     }
+
+    fn arb_pool() -> impl proptest::strategy::Strategy<Value = Resource> {
+        use crate::ippool::{AllowedUse, AssignmentMode, EncapMode};
+        use crate::{IPPool, IPPoolSpec};
+        use proptest::prelude::*;
+        let mode = prop_oneof![
+            Just(None),
+            Just(Some(EncapMode::Never)),
+            Just(Some(EncapMode::Always)),
+            Just(Some(EncapMode::CrossSubnet)),
+        ];
+        let uses = prop_oneof![
+            Just(None),
+            Just(Some(vec![AllowedUse::Workload])),
+            Just(Some(vec![AllowedUse::Tunnel, AllowedUse::Workload])),
+            Just(Some(vec![AllowedUse::LoadBalancer])),
+        ];
+        (
+            (any::<u32>(), 8u8..=32),
+            (mode.clone(), mode),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+            (proptest::option::of(20u8..=32), uses),
+            (
+                proptest::option::of("[a-z]{1,5} == '[a-z0-9 ]{0,5}'"),
+                proptest::option::of(prop_oneof![
+                    Just(AssignmentMode::Automatic),
+                    Just(AssignmentMode::Manual)
+                ]),
+            ),
+            "[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?",
+        )
+            .prop_map(
+                |(
+                    (addr, len),
+                    (ipip, vxlan),
+                    (nat, disabled, no_export),
+                    (block, uses),
+                    (sel, assign),
+                    name,
+                )| {
+                    let net = ipnet::Ipv4Net::new(addr.into(), len).unwrap().trunc();
+                    let spec = IPPoolSpec {
+                        cidr: Some(net.into()),
+                        ipip_mode: ipip,
+                        vxlan_mode: vxlan,
+                        nat_outgoing: nat,
+                        disabled,
+                        disable_bgp_export: no_export,
+                        block_size: block,
+                        node_selector: sel,
+                        allowed_uses: uses,
+                        assignment_mode: assign,
+                        ..Default::default()
+                    };
+                    Resource::IPPool(IPPool::new(name, spec))
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// Whatever we print, we read back as it was, as YAML and as JSON.
+        #[test]
+        fn printed_pools_parse_back(pool in arb_pool()) {
+            let yaml = to_yaml(&pool);
+            proptest::prop_assert_eq!(parse_documents(&yaml).unwrap(), vec![pool.clone()], "{}", yaml);
+            let json = serde_json::to_string(&pool).unwrap();
+            proptest::prop_assert_eq!(parse_documents(&json).unwrap(), vec![pool], "{}", json);
+        }
+    }
 }
