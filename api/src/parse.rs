@@ -238,7 +238,7 @@ fn read_list(
     }) {
         return Err(at.error(
             &doc,
-            None,
+            Some(extra),
             format!(
                 "unknown field `{extra}`, expected one of `apiVersion`, `kind`, `metadata`, `items`"
             ),
@@ -554,6 +554,17 @@ items:
             e.to_string()
                 .starts_with("document 1, items[1] (IPPool b): spec.blockSize: "),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn list_with_unknown_field() {
+        let e = doc_err("apiVersion: v1\nkind: List\nitem: []\n");
+        assert_eq!(e.field.as_deref(), Some("item"));
+        assert_eq!(
+            e.to_string(),
+            "document 1 (List): item: unknown field `item`, expected one of `apiVersion`, `kind`, \
+             `metadata`, `items`"
         );
     }
 
