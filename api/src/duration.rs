@@ -149,4 +149,17 @@ mod tests {
             assert!(res.is_err(), "{s} parsed as {res:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Durations written the way Go's `Duration.String` writes them parse back exactly.
+        #[test]
+        fn go_formatted_durations_parse(h in 0u64..10_000, m in 0u64..60, s in 0u64..60, ms in 0u64..1000) {
+            let mut text = String::new();
+            if h > 0 { text += &format!("{h}h"); }
+            if h > 0 || m > 0 { text += &format!("{m}m"); }
+            text += &format!("{s}.{ms:03}s");
+            let want = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+            proptest::prop_assert_eq!(parse_duration(&text), Ok(want), "{}", text);
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! FelixConfiguration: the dataplane agent's settings (`default` for the cluster, `node.<name>`
 //! per node).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::numorstring::PortOrRange;
@@ -439,6 +441,92 @@ pub struct FelixConfigurationSpec {
     pub debug_host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_conntrack_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_conntrack_timeouts: Option<BPFConntrackTimeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_log_filters: Option<BTreeMap<String, String>>,
+    #[serde(
+        rename = "bpfCTLBLogFilter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_ctlb_log_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_ext_to_service_connmark: Option<u32>,
+    #[serde(
+        rename = "bpfMapSizeNATFrontend",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_map_size_nat_frontend: Option<u32>,
+    #[serde(
+        rename = "bpfMapSizeNATBackend",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_map_size_nat_backend: Option<u32>,
+    #[serde(
+        rename = "bpfMapSizeNATAffinity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_map_size_nat_affinity: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_map_size_route: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_map_size_conntrack: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_map_size_per_cpu_conntrack: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_map_size_conntrack_scaling: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_map_size_conntrack_cleanup_queue: Option<u32>,
+    #[serde(
+        rename = "bpfMapSizeIPSets",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_map_size_ip_sets: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_map_size_if_state: Option<u32>,
+    #[serde(
+        rename = "bpfDisableGROForIfaces",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_disable_gro_for_ifaces: Option<String>,
+    #[serde(
+        rename = "bpfExportBufferSizeMB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bpf_export_buffer_size_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_redirect_to_peer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpf_profiling: Option<String>,
+    /// Go duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_logs_flush_interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_logs_collector_debug_trace: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_logs_goldmane_server: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_logs_local_reporter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_logs_policy_evaluation_mode: Option<String>,
+    /// Go duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_simulate_calc_graph_hang_after: Option<String>,
+    /// Go duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_simulate_dataplane_hang_after: Option<String>,
+    /// Go duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_simulate_dataplane_apply_delay: Option<String>,
 }
 
 impl Spec for FelixConfigurationSpec {
@@ -482,4 +570,26 @@ pub struct HealthTimeoutOverride {
     pub name: String,
     /// Go duration.
     pub timeout: String,
+}
+
+/// Conntrack timeouts of the eBPF dataplane: each `Auto` or a Go duration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BPFConntrackTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_grace_period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_syn_sent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_established: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_fins_seen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_reset_seen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generic_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_timeout: Option<String>,
 }

@@ -1,5 +1,12 @@
 //! Calico's `projectcalico.org/v3` resources as tabby reads and writes them: types with Calico's
 //! field names and defaults, validation with field paths, and the selector language. Pure: no I/O.
+//!
+//! - [`parse_documents`] reads what `calicoctl apply -f` reads (multi-document YAML, JSON,
+//!   lists); [`to_yaml`] and [`to_yaml_list`] print what `calicoctl get -o yaml` prints.
+//! - [`Resource::validate`] and [`validate_pools`] reject what Calico's validator rejects, naming
+//!   the field (`spec.blockSize: 33 is outside 20..32 for IPv4`).
+//! - [`apply_defaults`] fills in what Calico writes on create (IPPool block size, modes, uses).
+//! - [`Selector`] parses, prints and evaluates Calico label selectors.
 
 pub mod bgp;
 pub mod cluster;

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{API_VERSION, Kind, Resource};
 
@@ -238,7 +238,7 @@ fn read_list(
     }) {
         return Err(at.error(
             &doc,
-            None,
+            Some(extra),
             format!(
                 "unknown field `{extra}`, expected one of `apiVersion`, `kind`, `metadata`, `items`"
             ),
@@ -282,36 +282,98 @@ fn read_list(
     Ok(())
 }
 
+/// How many scalars one document may have re-read as another type (see [`coerce`]).
+const MAX_COERCIONS: usize = 256;
+
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
 /// Types one document as `kind`, with the failing field's path in the error.
 fn typed(mut doc: Value, kind: Kind, at: At) -> Result<Resource, DocumentError> {
     // Store the canonical kind name (an `IPAMConfiguration` becomes an `IPAMConfig`).
     if let Some(map) = doc.as_object_mut() {
         map.insert("kind".to_string(), Value::from(kind.as_str()));
     }
-    let context = doc.clone();
-    let fail = |e: serde_path_to_error::Error<serde_json::Error>| {
-        let path = e.path().to_string();
+    let mut coercions = 0;
+    loop {
+        let err = match type_as(doc.clone(), kind) {
+            Ok(resource) => return Ok(resource),
+            Err(e) => e,
+        };
+        if coercions < MAX_COERCIONS && coerce(&mut doc, &err) {
+            coercions += 1;
+            continue;
+        }
+        let path = err.path().to_string();
         let field = (path != ".").then_some(path);
-        at.error(&context, field.as_deref(), e.into_inner().to_string())
-    };
-    fn de<T: DeserializeOwned>(
-        v: Value,
-    ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+        return Err(at.error(&doc, field.as_deref(), err.into_inner().to_string()));
+    }
+}
+
+fn type_as(doc: Value, kind: Kind) -> Result<Resource, PathError> {
+    fn de<T: DeserializeOwned>(v: Value) -> Result<T, PathError> {
         serde_path_to_error::deserialize(v)
     }
     Ok(match kind {
-        Kind::IPPool => Resource::IPPool(de(doc).map_err(fail)?),
-        Kind::Node => Resource::Node(de(doc).map_err(fail)?),
-        Kind::BGPConfiguration => Resource::BGPConfiguration(de(doc).map_err(fail)?),
-        Kind::BGPPeer => Resource::BGPPeer(de(doc).map_err(fail)?),
-        Kind::FelixConfiguration => Resource::FelixConfiguration(de(doc).map_err(fail)?),
-        Kind::IPAMConfig => Resource::IPAMConfig(de(doc).map_err(fail)?),
-        Kind::ClusterInformation => Resource::ClusterInformation(de(doc).map_err(fail)?),
-        Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(de(doc).map_err(fail)?),
-        Kind::IPAMBlock => Resource::IPAMBlock(de(doc).map_err(fail)?),
-        Kind::BlockAffinity => Resource::BlockAffinity(de(doc).map_err(fail)?),
-        Kind::IPAMHandle => Resource::IPAMHandle(de(doc).map_err(fail)?),
+        Kind::IPPool => Resource::IPPool(de(doc)?),
+        Kind::Node => Resource::Node(de(doc)?),
+        Kind::BGPConfiguration => Resource::BGPConfiguration(de(doc)?),
+        Kind::BGPPeer => Resource::BGPPeer(de(doc)?),
+        Kind::FelixConfiguration => Resource::FelixConfiguration(de(doc)?),
+        Kind::IPAMConfig => Resource::IPAMConfig(de(doc)?),
+        Kind::ClusterInformation => Resource::ClusterInformation(de(doc)?),
+        Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(de(doc)?),
+        Kind::IPAMBlock => Resource::IPAMBlock(de(doc)?),
+        Kind::BlockAffinity => Resource::BlockAffinity(de(doc)?),
+        Kind::IPAMHandle => Resource::IPAMHandle(de(doc)?),
     })
+}
+
+/// calicoctl reads YAML through `sigs.k8s.io/yaml`, which types scalars by the Go field they
+/// land in: `rack: 1` fills a string label with `"1"`, and YAML 1.1's `yes`/`on`/`off` fill a
+/// bool. When typing failed on such a scalar, rewrite it the way calicoctl would read it and
+/// report whether anything changed.
+fn coerce(doc: &mut Value, err: &PathError) -> bool {
+    let message = err.inner().to_string();
+    let Some(slot) = value_at(doc, err.path()) else {
+        return false;
+    };
+    if message.ends_with("expected a string") {
+        let text = match slot {
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return false,
+        };
+        *slot = Value::String(text);
+        return true;
+    }
+    if message.ends_with("expected a boolean")
+        && let Value::String(s) = slot
+    {
+        let b = match s.as_str() {
+            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => {
+                true
+            }
+            "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False"
+            | "FALSE" => false,
+            _ => return false,
+        };
+        *slot = Value::Bool(b);
+        return true;
+    }
+    false
+}
+
+fn value_at<'v>(doc: &'v mut Value, path: &serde_path_to_error::Path) -> Option<&'v mut Value> {
+    use serde_path_to_error::Segment;
+    let mut v = doc;
+    for segment in path.iter() {
+        v = match segment {
+            Segment::Seq { index } => v.get_mut(*index)?,
+            Segment::Map { key } => v.get_mut(key.as_str())?,
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        };
+    }
+    Some(v)
 }
 
 fn yaml<T: serde::Serialize>(value: &T) -> String {
@@ -335,29 +397,38 @@ pub fn to_yaml_documents(resources: &[Resource]) -> String {
         .join("---\n")
 }
 
-/// Several resources as one list document, as `calicoctl get -o yaml` prints a listing: a typed
-/// list (`IPPoolList`) when all are of one kind, else a `kind: List`.
-pub fn to_list_value(resources: &[Resource]) -> Value {
+/// A list document: `apiVersion`, `kind`, `items`, in the order `calicoctl` prints them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListDocument<'a> {
+    api_version: &'static str,
+    kind: String,
+    items: &'a [Resource],
+}
+
+fn list_document(resources: &[Resource]) -> ListDocument<'_> {
     let first = resources.first().map(Resource::kind);
     let same = first.filter(|k| resources.iter().all(|r| r.kind() == *k));
     let (api_version, kind) = match same {
         Some(k) => (API_VERSION, format!("{k}List")),
         None => (CORE_V1, "List".to_string()),
     };
-    let items: Vec<Value> = resources
-        .iter()
-        .map(|r| serde_json::to_value(r).expect("resources always serialize to JSON"))
-        .collect();
-    let mut map = Map::new();
-    map.insert("apiVersion".into(), Value::from(api_version));
-    map.insert("kind".into(), Value::from(kind));
-    map.insert("items".into(), Value::Array(items));
-    Value::Object(map)
+    ListDocument {
+        api_version,
+        kind,
+        items: resources,
+    }
 }
 
-/// [`to_list_value`] as YAML.
+/// Several resources as one list document, as `calicoctl get -o yaml` prints a listing: a typed
+/// list (`IPPoolList`) when all are of one kind, else a `kind: List`.
+pub fn to_list_value(resources: &[Resource]) -> Value {
+    serde_json::to_value(list_document(resources)).expect("resources always serialize to JSON")
+}
+
+/// [`to_list_value`] as YAML, fields in document order.
 pub fn to_yaml_list(resources: &[Resource]) -> String {
-    yaml(&to_list_value(resources))
+    yaml(&list_document(resources))
 }
 
 #[cfg(test)]
@@ -487,6 +558,17 @@ items:
     }
 
     #[test]
+    fn list_with_unknown_field() {
+        let e = doc_err("apiVersion: v1\nkind: List\nitem: []\n");
+        assert_eq!(e.field.as_deref(), Some("item"));
+        assert_eq!(
+            e.to_string(),
+            "document 1 (List): item: unknown field `item`, expected one of `apiVersion`, `kind`, \
+             `metadata`, `items`"
+        );
+    }
+
+    #[test]
     fn typed_list_rejects_other_kinds() {
         let text = "apiVersion: projectcalico.org/v3
 kind: IPPoolList
@@ -496,6 +578,28 @@ items:
   metadata: {name: a}
 ";
         assert_eq!(doc_err(text).field.as_deref(), Some("kind"));
+    }
+
+    #[test]
+    fn scalars_are_read_as_calicoctl_reads_them() {
+        let text = "apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: p
+  labels: {rack: 1, enabled: true}
+spec: {cidr: 198.18.0.0/16, natOutgoing: yes, disabled: off, nodeSelector: 5}
+";
+        let res = parse_documents(text).unwrap();
+        let Resource::IPPool(p) = &res[0] else {
+            unreachable!()
+        };
+        assert_eq!(p.metadata.labels["rack"], "1");
+        assert_eq!(p.metadata.labels["enabled"], "true");
+        assert!(p.spec.nat_outgoing);
+        assert!(!p.spec.disabled);
+        assert_eq!(p.spec.node_selector.as_deref(), Some("5"));
+        let e = doc_err(&text.replace("natOutgoing: yes", "natOutgoing: maybe"));
+        assert_eq!(e.field.as_deref(), Some("spec.natOutgoing"));
     }
 
     #[test]
@@ -515,7 +619,79 @@ items:
             vec![res[0].clone(), res[0].clone()]
         );
         let list = to_yaml_list(&res);
-        assert!(list.contains("IPPoolList"), "{list}");
+        assert!(
+            list.starts_with("apiVersion: projectcalico.org/v3\nkind: IPPoolList\nitems:\n"),
+            "{list}"
+        );
         assert_eq!(parse_documents(&list).unwrap(), res);
+    }
+
+    fn arb_pool() -> impl proptest::strategy::Strategy<Value = Resource> {
+        use crate::ippool::{AllowedUse, AssignmentMode, EncapMode};
+        use crate::{IPPool, IPPoolSpec};
+        use proptest::prelude::*;
+        let mode = prop_oneof![
+            Just(None),
+            Just(Some(EncapMode::Never)),
+            Just(Some(EncapMode::Always)),
+            Just(Some(EncapMode::CrossSubnet)),
+        ];
+        let uses = prop_oneof![
+            Just(None),
+            Just(Some(vec![AllowedUse::Workload])),
+            Just(Some(vec![AllowedUse::Tunnel, AllowedUse::Workload])),
+            Just(Some(vec![AllowedUse::LoadBalancer])),
+        ];
+        (
+            (any::<u32>(), 8u8..=32),
+            (mode.clone(), mode),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+            (proptest::option::of(20u8..=32), uses),
+            (
+                proptest::option::of("[a-z]{1,5} == '[a-z0-9 ]{0,5}'"),
+                proptest::option::of(prop_oneof![
+                    Just(AssignmentMode::Automatic),
+                    Just(AssignmentMode::Manual)
+                ]),
+            ),
+            "[a-z0-9]([a-z0-9.-]{0,10}[a-z0-9])?",
+        )
+            .prop_map(
+                |(
+                    (addr, len),
+                    (ipip, vxlan),
+                    (nat, disabled, no_export),
+                    (block, uses),
+                    (sel, assign),
+                    name,
+                )| {
+                    let net = ipnet::Ipv4Net::new(addr.into(), len).unwrap().trunc();
+                    let spec = IPPoolSpec {
+                        cidr: Some(net.into()),
+                        ipip_mode: ipip,
+                        vxlan_mode: vxlan,
+                        nat_outgoing: nat,
+                        disabled,
+                        disable_bgp_export: no_export,
+                        block_size: block,
+                        node_selector: sel,
+                        allowed_uses: uses,
+                        assignment_mode: assign,
+                        ..Default::default()
+                    };
+                    Resource::IPPool(IPPool::new(name, spec))
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// Whatever we print, we read back as it was, as YAML and as JSON.
+        #[test]
+        fn printed_pools_parse_back(pool in arb_pool()) {
+            let yaml = to_yaml(&pool);
+            proptest::prop_assert_eq!(parse_documents(&yaml).unwrap(), vec![pool.clone()], "{}", yaml);
+            let json = serde_json::to_string(&pool).unwrap();
+            proptest::prop_assert_eq!(parse_documents(&json).unwrap(), vec![pool], "{}", json);
+        }
     }
 }

@@ -99,7 +99,7 @@ impl Resource {
     }
 
     /// Decodes a resource from a JSON value, dispatching on its `kind` field. Unknown fields
-    /// are errors.
+    /// are errors, and an error names the field it is about (`spec.blockSize: invalid type…`).
     pub fn from_json_value(value: serde_json::Value) -> Result<Resource, serde_json::Error> {
         let kind_name = value
             .get("kind")
@@ -109,22 +109,30 @@ impl Resource {
             .into_iter()
             .find(|k| k.as_str() == kind_name)
             .ok_or_else(|| serde_json::Error::custom(format!("unknown kind {kind_name:?}")))?;
+        fn de<T: serde::de::DeserializeOwned>(
+            value: serde_json::Value,
+        ) -> Result<T, serde_json::Error> {
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." {
+                    e.into_inner()
+                } else {
+                    serde_json::Error::custom(format!("{path}: {}", e.into_inner()))
+                }
+            })
+        }
         Ok(match kind {
-            Kind::IPPool => Resource::IPPool(serde_json::from_value(value)?),
-            Kind::Node => Resource::Node(serde_json::from_value(value)?),
-            Kind::BGPConfiguration => Resource::BGPConfiguration(serde_json::from_value(value)?),
-            Kind::BGPPeer => Resource::BGPPeer(serde_json::from_value(value)?),
-            Kind::FelixConfiguration => {
-                Resource::FelixConfiguration(serde_json::from_value(value)?)
-            }
-            Kind::IPAMConfig => Resource::IPAMConfig(serde_json::from_value(value)?),
-            Kind::ClusterInformation => {
-                Resource::ClusterInformation(serde_json::from_value(value)?)
-            }
-            Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(serde_json::from_value(value)?),
-            Kind::IPAMBlock => Resource::IPAMBlock(serde_json::from_value(value)?),
-            Kind::BlockAffinity => Resource::BlockAffinity(serde_json::from_value(value)?),
-            Kind::IPAMHandle => Resource::IPAMHandle(serde_json::from_value(value)?),
+            Kind::IPPool => Resource::IPPool(de(value)?),
+            Kind::Node => Resource::Node(de(value)?),
+            Kind::BGPConfiguration => Resource::BGPConfiguration(de(value)?),
+            Kind::BGPPeer => Resource::BGPPeer(de(value)?),
+            Kind::FelixConfiguration => Resource::FelixConfiguration(de(value)?),
+            Kind::IPAMConfig => Resource::IPAMConfig(de(value)?),
+            Kind::ClusterInformation => Resource::ClusterInformation(de(value)?),
+            Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(de(value)?),
+            Kind::IPAMBlock => Resource::IPAMBlock(de(value)?),
+            Kind::BlockAffinity => Resource::BlockAffinity(de(value)?),
+            Kind::IPAMHandle => Resource::IPAMHandle(de(value)?),
         })
     }
 }
@@ -165,3 +173,30 @@ from_object!(
     BlockAffinity,
     IPAMHandle
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_json_value_names_the_field() {
+        let v = serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+            "metadata": {"name": "p"}, "spec": {"cidr": "198.18.0.0/16", "blockSize": "x"}
+        });
+        let e = Resource::from_json_value(v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.blockSize: invalid type: string \"x\", expected u8"
+        );
+    }
+
+    #[test]
+    fn key_and_serde_round_trip() {
+        let pool = IPPool::new("p", crate::IPPoolSpec::default());
+        let r = Resource::from(pool);
+        assert_eq!(r.key(), Key::new(Kind::IPPool, "p"));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(serde_json::from_value::<Resource>(v).unwrap(), r);
+    }
+}

@@ -558,6 +558,12 @@ fn validate_node(spec: &NodeSpec) -> Result {
     mac("spec.vxlanTunnelMACAddrV6", &spec.vxlan_tunnel_mac_addr_v6)?;
     for (i, a) in spec.addresses.iter().enumerate() {
         ip_or_cidr(&format!("spec.addresses[{i}].address"), &a.address)?;
+        // Calico's `ipType` validator.
+        one_of(
+            &format!("spec.addresses[{i}].type"),
+            &a.type_,
+            &["InternalIP", "ExternalIP", "CalicoNodeIP"],
+        )?;
     }
     for (i, r) in spec.orch_refs.iter().enumerate() {
         if r.orchestrator.is_empty() {
@@ -864,9 +870,38 @@ fn validate_felix(spec: &FelixConfigurationSpec) -> Result {
             &spec.bpf_kube_proxy_min_sync_period,
         ),
         ("spec.wireguardKeepAlive", &spec.wireguard_keep_alive),
+        ("spec.flowLogsFlushInterval", &spec.flow_logs_flush_interval),
+        (
+            "spec.debugSimulateCalcGraphHangAfter",
+            &spec.debug_simulate_calc_graph_hang_after,
+        ),
+        (
+            "spec.debugSimulateDataplaneHangAfter",
+            &spec.debug_simulate_dataplane_hang_after,
+        ),
+        (
+            "spec.debugSimulateDataplaneApplyDelay",
+            &spec.debug_simulate_dataplane_apply_delay,
+        ),
     ];
     for (field, value) in durations {
         duration(field, value)?;
+    }
+    if let Some(t) = &spec.bpf_conntrack_timeouts {
+        for (name, value) in [
+            ("creationGracePeriod", &t.creation_grace_period),
+            ("tcpSynSent", &t.tcp_syn_sent),
+            ("tcpEstablished", &t.tcp_established),
+            ("tcpFinsSeen", &t.tcp_fins_seen),
+            ("tcpResetSeen", &t.tcp_reset_seen),
+            ("udpTimeout", &t.udp_timeout),
+            ("genericTimeout", &t.generic_timeout),
+            ("icmpTimeout", &t.icmp_timeout),
+        ] {
+            if value.as_deref() != Some("Auto") {
+                duration(&format!("spec.bpfConntrackTimeouts.{name}"), value)?;
+            }
+        }
     }
     for (i, o) in spec.health_timeout_overrides.iter().flatten().enumerate() {
         parse_duration(&o.timeout).map_err(|e| {
@@ -1200,7 +1235,7 @@ fn validate_handle(name: &str, spec: &IPAMHandleSpec) -> Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{IPPoolSpec, Object};
+    use crate::Object;
 
     fn pool(name: &str, cidr: &str) -> IPPool {
         Object::new(
