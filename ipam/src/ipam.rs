@@ -1408,3 +1408,6 @@ fn jitter() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
