@@ -63,7 +63,10 @@ async fn show_check_and_release_through_tabbyctl() {
     let mut ips = Vec::new();
     for pod in ["a", "b", "c"] {
         let got = ipam
-            .auto_assign(&AutoAssignRequest::new(format!("k8s-pod-network.{pod}"), "n1"))
+            .auto_assign(&AutoAssignRequest::new(
+                format!("k8s-pod-network.{pod}"),
+                "n1",
+            ))
             .await
             .unwrap();
         ips.push(got.v4[0].addr());
@@ -72,24 +75,54 @@ async fn show_check_and_release_through_tabbyctl() {
     let (ok, show, err) = ctl(&spec, &["ipam", "show"]);
     assert!(ok, "{err}");
     let pool_row: Vec<&str> = show.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(pool_row, ["IP", "Pool", "198.18.0.0/24", "256", "3", "(1%)", "253", "(98%)"], "{show}");
+    assert_eq!(
+        pool_row,
+        [
+            "IP",
+            "Pool",
+            "198.18.0.0/24",
+            "256",
+            "3",
+            "(1%)",
+            "253",
+            "(98%)"
+        ],
+        "{show}"
+    );
     let (ok, blocks, err) = ctl(&spec, &["ipam", "show", "--show-blocks"]);
     assert!(ok, "{err}");
-    let block_line = blocks.lines().find(|l| l.starts_with("Block")).expect(&blocks);
-    assert!(block_line.contains("/26") && block_line.ends_with("n1"), "{blocks}");
-    assert!(block_line.contains(" 64 ") && block_line.contains("3 (4%)"), "{blocks}");
+    let block_line = blocks
+        .lines()
+        .find(|l| l.starts_with("Block"))
+        .expect(&blocks);
+    assert!(
+        block_line.contains("/26") && block_line.ends_with("n1"),
+        "{blocks}"
+    );
+    assert!(
+        block_line.contains(" 64 ") && block_line.contains("3 (4%)"),
+        "{blocks}"
+    );
 
     let (ok, clean, err) = ctl(&spec, &["ipam", "check"]);
     assert!(ok, "{err}");
     assert!(clean.contains("no problems found"), "{clean}");
 
     // Lose one handle object, as a crashed plugin could: its address is now leaked.
-    ds.delete(&Key::new(api::Kind::IPAMHandle, "k8s-pod-network.b"), None).await.unwrap();
+    ds.delete(&Key::new(api::Kind::IPAMHandle, "k8s-pod-network.b"), None)
+        .await
+        .unwrap();
     let report = dir.0.join("report.json");
     let (ok, found, err) = ctl(&spec, &["ipam", "check", "-o", report.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert!(found.contains(&format!("Leaked address {}", ips[1])), "{found}");
-    let (ok, released, err) = ctl(&spec, &["ipam", "release", "--from-report", report.to_str().unwrap()]);
+    assert!(
+        found.contains(&format!("Leaked address {}", ips[1])),
+        "{found}"
+    );
+    let (ok, released, err) = ctl(
+        &spec,
+        &["ipam", "release", "--from-report", report.to_str().unwrap()],
+    );
     assert!(ok, "{err}");
     assert!(released.starts_with("Released 1 address(es)"), "{released}");
     let (_, clean, _) = ctl(&spec, &["ipam", "check"]);
