@@ -698,10 +698,10 @@ pub(crate) fn decode_attributes(
             if let (Some(_), Some(agg4)) = (a.aggregator, as4_aggregator) {
                 a.aggregator = Some(agg4);
             }
-            if let (Some(p), Some(p4)) = (a.as_path.take(), as4_path) {
+            if let Some(p4) = as4_path
+                && let Some(p) = a.as_path.take()
+            {
                 a.as_path = Some(p.merge_as4(p4));
-            } else if let Some(p) = a.as_path.take() {
-                a.as_path = Some(p);
             }
         }
     }
