@@ -48,13 +48,16 @@ fn open(version: u8, asn: u16, hold: u16, id: u32, params: &str) -> Vec<u8> {
     )
 }
 
+/// (what, bytes, context, code, subcode, data)
+type ErrorRow = (&'static str, Vec<u8>, DecodeContext, u8, u8, Vec<u8>);
+
 #[test]
 fn errors_map_to_notifications() {
     let ok_params = "0206410400000001";
     let mp_v6_bad_nh = "800e0b00020105aabbccddee0000";
     let unknown_well_known = "40630100";
     // (what, bytes, context, code, subcode, data)
-    let rows: Vec<(&str, Vec<u8>, DecodeContext, u8, u8, Vec<u8>)> = vec![
+    let rows: Vec<ErrorRow> = vec![
         // RFC 4271 §6.1 header errors.
         (
             "bad marker",
