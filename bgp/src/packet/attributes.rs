@@ -836,15 +836,16 @@ pub(crate) fn encode_attributes(a: &PathAttributes, ctx: &EncodeContext, out: &m
         push(tc::AS_PATH, TRANSITIVE, &|v| {
             p.encode(ctx.four_octet_asn, v)
         });
-        if !ctx.four_octet_asn && p.needs_four_octets() {
-            let as4 = AsPath {
-                segments: p
-                    .segments
-                    .iter()
-                    .filter(|s| !s.kind.is_confed())
-                    .cloned()
-                    .collect(),
-            };
+        // RFC 6793 §4.2.2: AS4_PATH only when needed, and without confederation segments.
+        let as4 = AsPath {
+            segments: p
+                .segments
+                .iter()
+                .filter(|s| !s.kind.is_confed())
+                .cloned()
+                .collect(),
+        };
+        if !ctx.four_octet_asn && as4.needs_four_octets() {
             push(tc::AS4_PATH, OPTIONAL | TRANSITIVE, &|v| {
                 as4.encode(true, v)
             });
