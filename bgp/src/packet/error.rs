@@ -58,9 +58,9 @@ pub enum DecodeError {
     /// (MP_REACH_NLRI / MP_UNREACH_NLRI) → 3/4, data = the attribute.
     #[error("UPDATE: attribute flags error on type {type_code}")]
     AttributeFlagsError { type_code: u8, attribute: Bytes },
-    /// RFC 7606 §7.11: MP_REACH_NLRI / MP_UNREACH_NLRI malformed (next hop length, NLRI that
-    /// does not parse): the NLRI cannot be located, so the session is reset → 3/9 Optional
-    /// Attribute Error, data = the attribute.
+    /// RFC 7606 §7.11 / §5.3: MP_REACH_NLRI / MP_UNREACH_NLRI malformed (next hop length,
+    /// NLRI that do not parse): the NLRI cannot be located, so the session is reset → 3/9
+    /// Optional Attribute Error (the subcode RFC 4760 §7 names), data = the attribute.
     #[error("UPDATE: malformed optional attribute {type_code}: {detail}")]
     OptionalAttributeError {
         type_code: u8,

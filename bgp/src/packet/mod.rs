@@ -270,3 +270,47 @@ impl Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn negotiation_takes_what_both_sent() {
+        let a = Open::new(
+            65001,
+            90,
+            Ipv4Addr::new(192, 0, 2, 1),
+            vec![
+                Capability::Multiprotocol(AfiSafi::IPV4_UNICAST),
+                Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+                Capability::FourOctetAsn(65001),
+                Capability::ExtendedMessage,
+            ],
+        );
+        let b = Open::new(
+            65002,
+            90,
+            Ipv4Addr::new(192, 0, 2, 2),
+            vec![
+                Capability::Multiprotocol(AfiSafi::IPV6_UNICAST),
+                Capability::FourOctetAsn(65002),
+            ],
+        );
+        let ctx = DecodeContext::negotiated(&a, &b);
+        assert!(ctx.four_octet_asn && !ctx.extended_messages);
+        assert_eq!(ctx.families, vec![AfiSafi::IPV6_UNICAST]);
+        assert_eq!(ctx.max_message_len(), 4096);
+    }
+
+    #[test]
+    fn keepalive_frames_and_round_trips() {
+        let ctx = DecodeContext::default();
+        let b = Message::Keepalive.encode(&EncodeContext::default());
+        assert_eq!(b.len(), 19);
+        assert_eq!(frame_len(&b[..18], &ctx), Ok(None));
+        assert_eq!(frame_len(&b, &ctx), Ok(Some(19)));
+        assert_eq!(Message::decode(&b, &ctx), Ok(Message::Keepalive));
+    }
+}

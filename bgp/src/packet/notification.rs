@@ -237,3 +237,30 @@ impl Notification {
         out.put_slice(&self.data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for code in 0..=9u8 {
+            for subcode in 0..=12u8 {
+                let e = NotificationError::from_codes(code, subcode);
+                assert_eq!((e.code(), e.subcode()), (code, subcode));
+            }
+        }
+        assert_eq!(
+            NotificationError::from_codes(6, 4),
+            NotificationError::Cease(CeaseSubcode::AdministrativeReset)
+        );
+    }
+
+    #[test]
+    fn shutdown_communication_is_truncated_on_a_char_boundary() {
+        let long = "é".repeat(200);
+        let n = Notification::shutdown(CeaseSubcode::AdministrativeReset, &long);
+        assert_eq!(n.data[0], 254);
+        assert_eq!(n.shutdown_communication().unwrap().chars().count(), 127);
+    }
+}

@@ -108,12 +108,7 @@ impl Open {
                 _ => None,
             })
             .collect();
-        if v.is_empty()
-            && !self
-                .capabilities
-                .iter()
-                .any(|c| matches!(c, Capability::Multiprotocol(_)))
-        {
+        if v.is_empty() {
             vec![AfiSafi::IPV4_UNICAST]
         } else {
             v
@@ -332,5 +327,78 @@ fn encode_capability(c: &Capability, out: &mut BytesMut) {
             out.put_u8(n as u8);
             out.put_slice(&value[..n]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_octet_asn_uses_as_trans() {
+        let o = Open::new(
+            4_200_000_001,
+            90,
+            Ipv4Addr::new(192, 0, 2, 1),
+            vec![Capability::FourOctetAsn(4_200_000_001)],
+        );
+        assert_eq!(o.my_as, AS_TRANS);
+        assert_eq!(o.asn(), 4_200_000_001);
+        assert_eq!(
+            Open::new(65001, 90, Ipv4Addr::LOCALHOST, vec![]).asn(),
+            65001
+        );
+    }
+
+    #[test]
+    fn no_multiprotocol_capability_means_ipv4_unicast() {
+        let o = Open::new(
+            65001,
+            90,
+            Ipv4Addr::LOCALHOST,
+            vec![Capability::RouteRefresh],
+        );
+        assert_eq!(o.families(), vec![AfiSafi::IPV4_UNICAST]);
+    }
+
+    #[test]
+    fn graceful_restart_bits() {
+        // R and N set, restart time 300, IPv6 unicast with forwarding preserved.
+        let v = [0xc1, 0x2c, 0x00, 0x02, 0x01, 0x80];
+        let Capability::GracefulRestart(gr) = decode_capability(64, &v).unwrap() else {
+            panic!()
+        };
+        assert!(gr.restart_state && gr.notification);
+        assert_eq!(gr.restart_time, 300);
+        assert_eq!(
+            gr.families,
+            vec![GracefulRestartFamily {
+                afi_safi: AfiSafi::IPV6_UNICAST,
+                forwarding_preserved: true
+            }]
+        );
+        let mut out = BytesMut::new();
+        encode_capability(&Capability::GracefulRestart(gr), &mut out);
+        assert_eq!(&out[2..], &v);
+    }
+
+    #[test]
+    fn oversized_capabilities_are_cut_at_a_boundary() {
+        let caps = (0..30)
+            .map(|i| Capability::Unknown {
+                code: 200,
+                value: Bytes::from(vec![i; 10]),
+            })
+            .collect();
+        let o = Open {
+            my_as: 1,
+            hold_time: 90,
+            bgp_identifier: Ipv4Addr::LOCALHOST,
+            capabilities: caps,
+        };
+        let mut out = BytesMut::new();
+        o.encode_body(&mut out);
+        let back = Open::decode_body(&out).unwrap();
+        assert_eq!(back.capabilities.len(), 21);
     }
 }
