@@ -388,6 +388,20 @@ fn rfc7606_attribute_errors() {
             W,
         ),
         (
+            "AGGREGATOR flagged non-transitive (§3 c, §7.7)",
+            format!("{}80070800000001c0000201", base_attrs()),
+            ctx4(),
+            7,
+            D,
+        ),
+        (
+            "MED flagged transitive (§3 c)",
+            format!("{}c004040000000a", base_attrs()),
+            ctx4(),
+            4,
+            W,
+        ),
+        (
             "AS_PATH segment type 5 (§7.2)",
             format!("{ORIGIN}4002060501{AS_PATH4_VAL}{NEXT_HOP}"),
             ctx4(),

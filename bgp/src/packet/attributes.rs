@@ -545,9 +545,13 @@ pub(crate) fn decode_attributes(
                         attribute: whole,
                     });
                 }
-                // RFC 6793 §6 / RFC 7606 §7: AS4_* errors only discard the attribute.
-                tc::AS4_PATH | tc::AS4_AGGREGATOR => {
-                    errors.push(discard(t, "RFC 6793 §6: AS4 attribute with wrong flags"));
+                // RFC 7606 §3 (c) defers to the attribute's own rule where it has one: these
+                // are "attribute discard" (RFC 7606 §7.6, §7.7; RFC 6793 §6).
+                tc::ATOMIC_AGGREGATE | tc::AGGREGATOR | tc::AS4_PATH | tc::AS4_AGGREGATOR => {
+                    errors.push(discard(
+                        t,
+                        "RFC 7606 §3 (c): Optional/Transitive flags conflict on an attribute-discard attribute",
+                    ));
                 }
                 _ => errors.push(taw(
                     t,
