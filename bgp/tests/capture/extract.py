@@ -1,4 +1,4 @@
-# Print every BGP message in bgp.pcap as "src -> dst type len hex", reassembling TCP per flow.
+# Splits a pcap of BGP sessions into messages: "time src -> dst type=T len=L HEX" per line.
 import struct, sys
 data = open(sys.argv[1], 'rb').read()
 magic = struct.unpack('<I', data[:4])[0]

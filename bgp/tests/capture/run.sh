@@ -1,7 +1,13 @@
 #!/bin/bash
-# Capture BGP exchanges between BIRD 2.0.12 and GoBGP 3.10.0 on loopback.
+# Captures the BGP exchanges behind bgp/tests/vectors.rs: BIRD 2.0.12 and GoBGP 3.10.0
+# (Debian 12: apt-get install bird2 gobgpd tcpdump; stop the packaged bird first) peering on
+# loopback addresses only, recorded with tcpdump, split into messages by extract.py.
+# Usage: ./run.sh  (as root; writes msgs.txt beside this script, scratch files in $WORK)
 set -x
-cd /tmp/cap
+here=$(cd "$(dirname "$0")" && pwd)
+WORK=${WORK:-/tmp/cap}
+mkdir -p "$WORK" && cp "$here/bird.conf" "$here/gobgpd.toml" "$WORK/"
+cd "$WORK"
 rm -f bgp.pcap bird.log
 tcpdump -i lo -s 0 -U -w bgp.pcap 'tcp port 1790 or tcp port 1791' > tcpdump.log 2>&1 & echo $! > tcpdump.pid
 sleep 1
@@ -29,4 +35,5 @@ birdc -s bird.ctl disable peer_ibgp '"maintenance"'
 sleep 2
 gobgp neighbor
 birdc -s bird.ctl show protocols
-kill $(cat bird.pid) $(cat gobgpd.pid); sleep 1; kill $(cat tcpdump.pid)
+kill "$(cat bird.pid)" "$(cat gobgpd.pid)"; sleep 1; kill "$(cat tcpdump.pid)"; sleep 1
+python3 "$here/extract.py" bgp.pcap > "$here/msgs.txt"
