@@ -646,11 +646,39 @@ impl Ipam {
             out.extend(got);
         }
 
-        // 2. New blocks, up to maxBlocksPerHost.
+        // 2. New blocks, up to maxBlocksPerHost. Blocks of this node that appeared after its
+        //    affinities were listed (another process of the node claimed them) are used first,
+        //    so two processes of one node do not claim two blocks where one will do.
         let max_blocks = ctx.config.max_blocks_per_host() as usize;
         let mut why = String::new();
         let mut existing: Option<BTreeSet<IpNet>> = None;
         while out.len() < n {
+            if existing.is_none() {
+                let listed = self.list_blocks().await?;
+                let late: Vec<IpNet> = listed
+                    .iter()
+                    .map(|b| &b.block)
+                    .filter(|b| {
+                        b.spec().affinity.as_deref() == Some(host.as_str())
+                            && b.family() == family
+                            && in_pools(&b.cidr())
+                            && !affine.contains(&b.cidr())
+                    })
+                    .map(Block::cidr)
+                    .collect();
+                existing = Some(listed.iter().map(|b| b.block.cidr()).collect());
+                owned += late.len();
+                for cidr in late {
+                    if out.len() == n {
+                        break;
+                    }
+                    let got = self
+                        .auto_assign_from(cidr, req, attrs, n - out.len(), Some(&host), taken)
+                        .await?;
+                    out.extend(got);
+                }
+                continue;
+            }
             if !ctx.config.auto_allocate_blocks() {
                 why = "autoAllocateBlocks is off".to_string();
                 break;
@@ -658,15 +686,6 @@ impl Ipam {
             if owned >= max_blocks {
                 why = format!("node holds {owned} blocks, the maxBlocksPerHost limit");
                 break;
-            }
-            if existing.is_none() {
-                existing = Some(
-                    self.list_blocks()
-                        .await?
-                        .iter()
-                        .map(|b| b.block.cidr())
-                        .collect(),
-                );
             }
             let existing = existing.as_mut().expect("just set");
             let Some(cidr) = self
