@@ -230,7 +230,7 @@ impl Ipam {
                     err.expect_err("an allocated address cannot be assigned"),
                 ));
             }
-            let got = self
+            let (got, _) = self
                 .update_block_with(cidr, handle, 1, None, |b, _| {
                     b.assign(ip, Some(handle), &attrs).map(|()| vec![ip])
                 })
@@ -616,9 +616,11 @@ impl Ipam {
         let strict = ctx.config.strict_affinity;
         let mut out: Vec<IpNet> = Vec::new();
 
-        // 1. The node's own blocks, recovering half-done claims and releases on the way.
+        // 1. The node's own blocks. Half-done claims and releases (not Confirmed) are carried
+        //    forward first; a Confirmed affinity is trusted until its block turns out missing or
+        //    no longer ours, which saves reading every full block twice per allocation.
         let mut owned = 0;
-        let mut affine = Vec::new();
+        let mut affine: Vec<(IpNet, Option<BlockAffinity>)> = Vec::new();
         let mut affinities: Vec<BlockAffinity> = self
             .node_affinities(&req.node)
             .await?
@@ -628,23 +630,44 @@ impl Ipam {
         affinities.sort_by_key(|a| a.spec.cidr);
         for aff in affinities {
             let cidr = aff.spec.cidr.expect("filtered").trunc();
-            if let Some(sb) = self.drive_affinity(aff, strict).await? {
+            if aff.spec.state == AffinityState::Confirmed {
                 owned += 1;
                 if in_pools(&cidr) {
-                    affine.push(sb.block.cidr());
+                    affine.push((cidr, Some(aff)));
+                }
+            } else if self.drive_affinity(aff, strict).await?.is_some() {
+                owned += 1;
+                if in_pools(&cidr) {
+                    affine.push((cidr, None));
                 }
             }
         }
         let host = host_affinity(&req.node);
-        for cidr in &affine {
+        let mut usable = Vec::new();
+        for (cidr, aff) in affine {
             if out.len() == n {
                 break;
             }
-            let got = self
-                .auto_assign_from(*cidr, req, attrs, n - out.len(), Some(&host), taken)
+            let (got, stale) = self
+                .auto_assign_from(cidr, req, attrs, n - out.len(), Some(&host), taken)
                 .await?;
             out.extend(got);
+            match (stale, aff) {
+                (false, _) | (true, None) => usable.push(cidr),
+                (true, Some(aff)) => {
+                    if self.drive_affinity(aff, strict).await?.is_none() {
+                        owned -= 1;
+                        continue;
+                    }
+                    usable.push(cidr);
+                    let (got, _) = self
+                        .auto_assign_from(cidr, req, attrs, n - out.len(), Some(&host), taken)
+                        .await?;
+                    out.extend(got);
+                }
+            }
         }
+        let affine = usable;
 
         // 2. New blocks, up to maxBlocksPerHost. Blocks of this node that appeared after its
         //    affinities were listed (another process of the node claimed them) are used first,
@@ -672,7 +695,7 @@ impl Ipam {
                     if out.len() == n {
                         break;
                     }
-                    let got = self
+                    let (got, _) = self
                         .auto_assign_from(cidr, req, attrs, n - out.len(), Some(&host), taken)
                         .await?;
                     out.extend(got);
@@ -696,7 +719,7 @@ impl Ipam {
                 break;
             };
             owned += 1;
-            let got = self
+            let (got, _) = self
                 .auto_assign_from(cidr, req, attrs, n - out.len(), Some(&host), taken)
                 .await?;
             out.extend(got);
@@ -719,7 +742,7 @@ impl Ipam {
                     {
                         continue;
                     }
-                    let got = self
+                    let (got, _) = self
                         .auto_assign_from(cidr, req, attrs, n - out.len(), None, taken)
                         .await?;
                     out.extend(got);
@@ -750,6 +773,8 @@ impl Ipam {
         Ok(out)
     }
 
+    /// Takes up to `n` addresses from one block for the request. The flag is true when the
+    /// block is missing or not affine as expected (its affinity needs carrying forward).
     async fn auto_assign_from(
         &self,
         cidr: IpNet,
@@ -758,23 +783,25 @@ impl Ipam {
         n: usize,
         expect_affinity: Option<&str>,
         taken: &mut Vec<IpAddr>,
-    ) -> Result<Vec<IpNet>, IpamError> {
-        let ips = self
+    ) -> Result<(Vec<IpNet>, bool), IpamError> {
+        let (ips, stale) = self
             .update_block_with(cidr, &req.handle, n, expect_affinity, |b, k| {
                 Ok(b.auto_assign(k, Some(&req.handle), attrs))
             })
             .await?;
         taken.extend(&ips);
-        Ok(ips
+        let nets = ips
             .into_iter()
             .map(|ip| IpNet::new(ip, cidr.prefix_len()).expect("block prefix"))
-            .collect())
+            .collect();
+        Ok((nets, stale))
     }
 
     /// Takes addresses from one block with compare-and-swap. The handle is raised by up to
     /// `want` (capped by what the block has free) before the first block write and lowered
     /// by what was not taken afterwards. Returns no address when the block is missing, full,
-    /// or no longer has `expect_affinity`.
+    /// or no longer has `expect_affinity`; the flag says it was missing or not affine as
+    /// expected.
     async fn update_block_with<F>(
         &self,
         cidr: IpNet,
@@ -782,12 +809,13 @@ impl Ipam {
         want: usize,
         expect_affinity: Option<&str>,
         take: F,
-    ) -> Result<Vec<IpAddr>, IpamError>
+    ) -> Result<(Vec<IpAddr>, bool), IpamError>
     where
         F: Fn(&mut Block, usize) -> Result<Vec<IpAddr>, crate::block::BlockError>,
     {
         let what = format!("assigning from block {cidr} to handle {handle}");
         let mut raised: usize = 0;
+        let mut stale = false;
         let mut result = Err(IpamError::Conflict {
             what: what.clone(),
             retries: self.max_retries,
@@ -796,6 +824,7 @@ impl Ipam {
             let stored = match self.read_block(cidr).await {
                 Ok(Some(sb)) => sb,
                 Ok(None) => {
+                    stale = true;
                     result = Ok(Vec::new());
                     break;
                 }
@@ -804,9 +833,12 @@ impl Ipam {
                     break;
                 }
             };
-            if expect_affinity.is_some_and(|a| stored.block.spec().affinity.as_deref() != Some(a))
-                || stored.block.free() == 0
-            {
+            if expect_affinity.is_some_and(|a| stored.block.spec().affinity.as_deref() != Some(a)) {
+                stale = true;
+                result = Ok(Vec::new());
+                break;
+            }
+            if stored.block.free() == 0 {
                 result = Ok(Vec::new());
                 break;
             }
@@ -847,7 +879,7 @@ impl Ipam {
             self.adjust_handle(handle, &cidr, -((raised - got) as i64))
                 .await?;
         }
-        result
+        result.map(|ips| (ips, stale))
     }
 
     /// Claims the first unclaimed block of `pools` in the node's candidate order; `None` when

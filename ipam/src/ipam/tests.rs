@@ -691,3 +691,23 @@ async fn usage_reports_per_pool_and_block() {
     assert_eq!(per_node["n1"], (64, 3, 61));
     assert_eq!(per_node["n2"], (64, 1, 63));
 }
+
+#[tokio::test]
+async fn stale_confirmed_affinities_are_carried_forward_when_met() {
+    let f = fixture(vec![pool("p", "198.18.0.0/24", 26)], &["n1", "n2"]).await;
+    // Confirmed, but the block is gone (deleted by hand): recreated and used.
+    put_affinity(&f, "n1", "198.18.0.0/26", AffinityState::Confirmed).await;
+    // Confirmed, but a release that crashed left the block without affinity: abandoned.
+    put_affinity(&f, "n2", "198.18.0.64/26", AffinityState::Confirmed).await;
+    put_block(&f, "198.18.0.64/26", None).await;
+    let a = f.ipam.auto_assign(&req("a", "n1", 1, 0)).await.unwrap();
+    assert_eq!(a.v4[0].trunc(), net("198.18.0.0/26"));
+    assert_eq!(
+        block_of(&f, "198.18.0.0/26").await.affine_node(),
+        Some("n1")
+    );
+    let b = f.ipam.auto_assign(&req("b", "n2", 1, 0)).await.unwrap();
+    assert_ne!(b.v4[0].trunc(), net("198.18.0.64/26"));
+    assert_eq!(affinity_state(&f, "n2", "198.18.0.64/26").await, None);
+    assert_eq!(f.ipam.node_affinities("n2").await.unwrap().len(), 1);
+}
