@@ -1339,24 +1339,34 @@ impl Ipam {
         }
         let what = format!("updating handle {handle} for block {cidr} by {delta}");
         let block_key = cidr.to_string();
+        let create = || async {
+            let obj = IPAMHandle::new(
+                handle,
+                IPAMHandleSpec {
+                    handle_id: handle.to_string(),
+                    block: BTreeMap::from([(block_key.clone(), delta as u32)]),
+                    deleted: false,
+                },
+            );
+            match self.ds.create(obj.into()).await {
+                Ok(_) => Ok(true),
+                Err(DsError::AlreadyExists(_)) => Ok(false),
+                Err(e) => Err(IpamError::datastore(what.clone(), e)),
+            }
+        };
+        // Most handles are new (one per pod): try to create before reading.
+        if delta > 0 && create().await? {
+            return Ok(());
+        }
         for attempt in 0..self.max_retries {
             let Some(mut h) = self.get_handle(handle).await? else {
                 if delta < 0 {
                     return Ok(());
                 }
-                let obj = IPAMHandle::new(
-                    handle,
-                    IPAMHandleSpec {
-                        handle_id: handle.to_string(),
-                        block: BTreeMap::from([(block_key.clone(), delta as u32)]),
-                        deleted: false,
-                    },
-                );
-                match self.ds.create(obj.into()).await {
-                    Ok(_) => return Ok(()),
-                    Err(DsError::AlreadyExists(_)) => continue,
-                    Err(e) => return Err(IpamError::datastore(what, e)),
+                if create().await? {
+                    return Ok(());
                 }
+                continue;
             };
             let current = i64::from(h.spec.block.get(&block_key).copied().unwrap_or(0));
             let next = (current + delta).max(0);
