@@ -136,6 +136,17 @@ struct Inner {
     cache: BTreeMap<Key, Slot>,
     /// Kinds whose every object is in `cache`.
     complete: HashSet<Kind>,
+    /// The cache is empty and `log` is at the start of the log: the next sync may jump to
+    /// where `state` says the applied records end instead of reading the whole log.
+    cold: bool,
+}
+
+impl Inner {
+    fn forget(&mut self) {
+        self.cache.clear();
+        self.complete.clear();
+        self.cold = true;
+    }
 }
 
 /// A cached object, or the knowledge that there is none.
@@ -231,6 +242,8 @@ impl DirDatastore {
                 &state,
                 Applied {
                     revision: base,
+                    log_base: base,
+                    log_offset: HEADER_LEN,
                     boot_id,
                 },
             )
@@ -249,6 +262,7 @@ impl DirDatastore {
                     revision: 0,
                     cache: BTreeMap::new(),
                     complete: HashSet::new(),
+                    cold: true,
                 }),
             }),
         };
@@ -326,13 +340,17 @@ impl Shared {
         let log_path = paths::log(&self.root);
         if inner.log.replaced(&log_path)? {
             let log = LogReader::open(&log_path)?;
-            if log.base > inner.revision {
+            let forget = log.base > inner.revision;
+            inner.log = log;
+            if forget {
                 // History this handle has not seen was compacted away: forget everything and
                 // read objects afresh.
-                inner.cache.clear();
-                inner.complete.clear();
+                inner.forget();
             }
-            inner.log = log;
+        }
+        if inner.cold {
+            inner.cold = false;
+            self.skip_applied(inner)?;
         }
         loop {
             let Inner {
@@ -341,11 +359,9 @@ impl Shared {
                 cache,
                 ..
             } = &mut *inner;
-            let tail = log.read_new(|_, record| {
-                if record.revision > *revision {
-                    *revision = record.revision;
-                    apply_to_cache(cache, record);
-                }
+            let tail = log.read_new(*revision, |_, record| {
+                *revision = record.revision;
+                apply_to_cache(cache, record);
                 Ok(())
             })?;
             match tail {
@@ -372,6 +388,29 @@ impl Shared {
         Ok(())
     }
 
+    /// Moves a cold handle to the end of the applied records, as `state` records it: the object
+    /// files hold everything up to there, so the cache need not learn it from the log.
+    fn skip_applied(&self, inner: &mut Inner) -> Result<(), Error> {
+        let Some(applied) = self.read_state()? else {
+            return Ok(());
+        };
+        let len = inner
+            .log
+            .file
+            .metadata()
+            .map_err(io("checking the change log's length"))?
+            .len();
+        if applied.boot_id == self.boot_id
+            && applied.log_base == inner.log.base
+            && (HEADER_LEN..=len).contains(&applied.log_offset)
+            && applied.revision >= inner.revision
+        {
+            inner.log.offset = applied.log_offset;
+            inner.revision = applied.revision;
+        }
+        Ok(())
+    }
+
     fn read_state(&self) -> Result<Option<Applied>, Error> {
         state::read(&self.state).map_err(io(format!(
             "reading {}",
@@ -379,11 +418,14 @@ impl Shared {
         )))
     }
 
-    fn write_state(&self, revision: u64) -> Result<(), Error> {
+    /// Records that the object files hold everything the handle has read of the log.
+    fn write_state(&self, inner: &Inner) -> Result<(), Error> {
         state::write(
             &self.state,
             Applied {
-                revision,
+                revision: inner.revision,
+                log_base: inner.log.base,
+                log_offset: inner.log.offset,
                 boot_id: self.boot_id,
             },
         )
@@ -431,11 +473,11 @@ impl Shared {
                     inner.log = LogReader::open(&paths::log(&self.root))?;
                     inner.revision = newest;
                 }
-                inner.cache.clear();
-                inner.complete.clear();
+                inner.forget();
+                inner.cold = false;
             }
         }
-        self.write_state(inner.revision)
+        self.write_state(inner)
     }
 
     /// Applies, per key, the last log record after `after` to the object file unless the file
@@ -445,10 +487,8 @@ impl Shared {
         let mut reader = LogReader::open(&log_path)?;
         let mut last: BTreeMap<Key, Record> = BTreeMap::new();
         loop {
-            let tail = reader.read_new(|_, record| {
-                if record.revision > after {
-                    last.insert(record.key.clone(), record);
-                }
+            let tail = reader.read_new(after, |_, record| {
+                last.insert(record.key.clone(), record);
                 Ok(())
             })?;
             match tail {
@@ -600,13 +640,18 @@ impl Shared {
                 log_path.display()
             ))(e));
         }
-        if self.options.fsync {
+        // A failed sync cannot take the record back (watchers may have delivered it already):
+        // the write is applied like any other and the caller learns it may not be durable.
+        let synced = if self.options.fsync {
             inner.log.file.sync_data().map_err(io(format!(
-                "syncing {} after revision {}",
+                "syncing {} after revision {} (the write is committed but may not survive a \
+                 power loss)",
                 log_path.display(),
                 record.revision
-            )))?;
-        }
+            )))
+        } else {
+            Ok(())
+        };
         inner.log.offset = at + frame.len() as u64;
         inner.revision = record.revision;
         // From here on the write is committed: failing to apply it is repaired by the next
@@ -615,14 +660,7 @@ impl Shared {
             Op::Added | Op::Modified => self.write_object(&record.key, &record.json),
             Op::Deleted => self.remove_object(&record.key),
         };
-        match applied.and_then(|()| self.write_state(record.revision)) {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                revision = record.revision,
-                "committed to the change log but not applied; the next operation repairs it"
-            ),
-        }
+        let key = record.key.clone();
         let slot = match record.op {
             Op::Deleted => Slot::Absent,
             Op::Added | Op::Modified => Slot::Present(Entry {
@@ -631,13 +669,21 @@ impl Shared {
                 parsed: parsed.map(Box::new),
             }),
         };
-        inner.cache.insert(record.key, slot);
+        inner.cache.insert(key, slot);
+        if let Err(e) = applied.and_then(|()| self.write_state(inner)) {
+            tracing::warn!(
+                error = %e,
+                revision = inner.revision,
+                "committed to the change log but not applied; the next operation repairs it"
+            );
+            return synced;
+        }
         if inner.log.offset > self.options.log_limit
             && let Err(e) = self.auto_compact(inner)
         {
             tracing::warn!(error = %e, "automatic compaction of the change log failed");
         }
-        Ok(())
+        synced
     }
 
     /// Compacts so that about a quarter of `log_limit` of the newest history stays.
@@ -647,7 +693,7 @@ impl Shared {
         let revision = inner.revision;
         let mut keep_after = revision;
         loop {
-            let tail = reader.read_new(|at, record| {
+            let tail = reader.read_new(0, |at, record| {
                 if at >= keep_from && keep_after == revision {
                     keep_after = record.revision - 1;
                 }
@@ -670,10 +716,8 @@ impl Shared {
         let mut reader = LogReader::open(&log_path)?;
         let mut start = None;
         loop {
-            let tail = reader.read_new(|at, record| {
-                if start.is_none() && record.revision > keep_after {
-                    start = Some(at);
-                }
+            let tail = reader.read_new(keep_after, |at, _| {
+                start.get_or_insert(at);
                 Ok(())
             })?;
             if tail != Tail::More {
@@ -690,6 +734,7 @@ impl Shared {
         let mut log = LogReader::open(&log_path)?;
         log.offset = HEADER_LEN + kept.len() as u64;
         inner.log = log;
+        self.write_state(inner)?;
         tracing::debug!(store = %self.root.display(), keep_after, "compacted the change log");
         Ok(())
     }
@@ -903,8 +948,18 @@ impl Datastore for DirDatastore {
     }
 
     async fn watch(&self, kind: Option<Kind>, after: Revision) -> Result<Watch, Error> {
+        let log = LogReader::open(&paths::log(&self.shared.root))?;
+        // Where in the log to start: every record before the handle's own position is at or
+        // below its revision, so a watch from there or later (the usual list-then-watch) need
+        // not read the log from its beginning.
+        let start = {
+            let inner = self.shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+            (inner.log.id == log.id && inner.revision <= after.0).then_some(inner.log.offset)
+        };
         watch::start(
             self.shared.root.clone(),
+            log,
+            start,
             self.shared.options.poll_interval,
             kind,
             after,
