@@ -711,3 +711,54 @@ async fn stale_confirmed_affinities_are_carried_forward_when_met() {
     assert_eq!(affinity_state(&f, "n2", "198.18.0.64/26").await, None);
     assert_eq!(f.ipam.node_affinities("n2").await.unwrap().len(), 1);
 }
+
+/// A datastore whose block updates always lose the compare-and-swap.
+struct AlwaysConflicting(MemoryDatastore);
+
+#[async_trait::async_trait]
+impl Datastore for AlwaysConflicting {
+    async fn get(&self, key: &Key) -> Result<Resource, DsError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, kind: Kind) -> Result<datastore::Listing, DsError> {
+        self.0.list(kind).await
+    }
+    async fn create(&self, resource: Resource) -> Result<Resource, DsError> {
+        self.0.create(resource).await
+    }
+    async fn update(&self, resource: Resource) -> Result<Resource, DsError> {
+        if resource.kind() == Kind::IPAMBlock {
+            return Err(DsError::Conflict {
+                key: resource.key(),
+                expected: Revision(1),
+                current: Revision(2),
+            });
+        }
+        self.0.update(resource).await
+    }
+    async fn delete(&self, key: &Key, expected: Option<Revision>) -> Result<Resource, DsError> {
+        self.0.delete(key, expected).await
+    }
+    async fn watch(
+        &self,
+        kind: Option<Kind>,
+        after: Revision,
+    ) -> Result<datastore::Watch, DsError> {
+        self.0.watch(kind, after).await
+    }
+}
+
+#[tokio::test]
+async fn lost_compare_and_swap_gives_up_after_the_bound_and_undoes_the_handle() {
+    let f = fixture(vec![pool("p", "198.18.0.0/24", 26)], &["n1"]).await;
+    let ipam = Ipam::new(Arc::new(AlwaysConflicting(f.ds.clone()))).with_max_retries(3);
+    let err = ipam.auto_assign(&req("h", "n1", 1, 0)).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("assigning from block 198.18.0.")
+            && msg.ends_with("to handle h: revision conflict after 3 retries"),
+        "{msg}"
+    );
+    assert!(f.ipam.get_handle("h").await.unwrap().is_none());
+    assert!(f.ipam.check().await.unwrap().is_clean());
+}
