@@ -8,11 +8,12 @@
 //!
 //! Each worker is this bench binary run again with `TABBY_IPAM_BENCH_WORKER` set. Workers open
 //! the store, report ready, wait for a start signal and time only their allocation loop; the
-//! rate is all allocations over the span from the first start to the last finish.
+//! rate is all allocations over the span from the first start to the last finish. The single
+//! process makes as many allocations as the four together, so both fill the same blocks.
 //!
-//! `cargo bench -p ipam` (set `TABBY_IPAM_BENCH_N` to change the allocations per process; the
-//! default 250 keeps four processes on one node within Calico's default maxBlocksPerHost of 20
-//! /26 blocks, 1280 addresses).
+//! `cargo bench -p ipam` (set `TABBY_IPAM_BENCH_N` to change the allocations per process of the
+//! four-process cases; the default 250, 1000 in all, keeps one node within Calico's default
+//! maxBlocksPerHost of 20 /26 blocks, 1280 addresses).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +46,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_n);
-    let one = scenario("1 process", 1, n, false);
+    let one = scenario("1 process", 1, 4 * n, false);
     let same = scenario("4 processes, same node", 4, n, false);
     let spread = scenario("4 processes, 4 nodes", 4, n, true);
     println!();
