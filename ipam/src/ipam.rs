@@ -383,7 +383,7 @@ impl Ipam {
                             Err(e) => return Err(IpamError::datastore(what, e)),
                         }
                     }
-                    if self.drive_affinity(aff, false).await?.is_none() {
+                    if self.drive_affinity(aff, false, true).await?.is_none() {
                         return Ok(());
                     }
                     // The block filled up meanwhile and the affinity went back to Confirmed:
@@ -550,7 +550,7 @@ impl Ipam {
                 }
                 continue;
             }
-            self.drive_affinity(current, false).await?;
+            self.drive_affinity(current, false, true).await?;
             sum.resolved_affinities.push(p.name.clone());
         }
         Ok(sum)

@@ -63,6 +63,7 @@ impl Ipam {
                 .iter()
                 .any(|p| p.spec.cidr.is_some_and(|pc| pc.contains(c)))
         };
+        let in_any_pool = |c: &IpNet| pool_containing(&ctx.pools, c).is_some();
         let strict = ctx.config.strict_affinity;
         let mut out: Vec<IpNet> = Vec::new();
 
@@ -85,7 +86,11 @@ impl Ipam {
                 if in_pools(&cidr) {
                     affine.push((cidr, Some(aff)));
                 }
-            } else if self.drive_affinity(aff, strict).await?.is_some() {
+            } else if self
+                .drive_affinity(aff, strict, in_any_pool(&cidr))
+                .await?
+                .is_some()
+            {
                 owned += 1;
                 if in_pools(&cidr) {
                     affine.push((cidr, None));
@@ -105,7 +110,7 @@ impl Ipam {
             match (stale, aff) {
                 (false, _) | (true, None) => usable.push(cidr),
                 (true, Some(aff)) => {
-                    if self.drive_affinity(aff, strict).await?.is_none() {
+                    if self.drive_affinity(aff, strict, true).await?.is_none() {
                         owned -= 1;
                         continue;
                     }
@@ -391,15 +396,17 @@ impl Ipam {
                 ));
             }
         };
-        self.drive_affinity(aff, strict).await
+        self.drive_affinity(aff, strict, true).await
     }
 
     /// Carries one affinity forward with [`next_step`] until the block is usable (`Some`) or
-    /// the affinity is gone (`None`).
+    /// the affinity is gone (`None`). With `may_create` false (the block's pool is gone) an
+    /// affinity whose block is missing is deleted instead of getting a new block.
     pub(super) async fn drive_affinity(
         &self,
         mut aff: BlockAffinity,
         strict: bool,
+        may_create: bool,
     ) -> Result<Option<StoredBlock>, IpamError> {
         let node = aff.spec.node.clone();
         let Some(cidr) = aff.spec.cidr.map(|c| c.trunc()) else {
@@ -409,7 +416,10 @@ impl Ipam {
         let what = format!("claiming block {cidr} for node {node}");
         for attempt in 0..self.max_retries {
             let stored = self.read_block(cidr).await?;
-            let step = next_step(&aff.spec, stored.as_ref().map(|s| &s.block));
+            let step = match next_step(&aff.spec, stored.as_ref().map(|s| &s.block)) {
+                AffinityStep::CreateBlock if !may_create => AffinityStep::Abandon,
+                step => step,
+            };
             match step {
                 AffinityStep::Use => return Ok(stored),
                 AffinityStep::CreateBlock => {

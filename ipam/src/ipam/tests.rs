@@ -762,3 +762,18 @@ async fn lost_compare_and_swap_gives_up_after_the_bound_and_undoes_the_handle() 
     assert!(f.ipam.get_handle("h").await.unwrap().is_none());
     assert!(f.ipam.check().await.unwrap().is_clean());
 }
+
+#[tokio::test]
+async fn pending_claim_in_a_deleted_pool_is_dropped_not_completed() {
+    let f = fixture(vec![pool("p", "198.18.0.0/24", 26)], &["n1"]).await;
+    put_affinity(&f, "n1", "198.19.0.0/26", AffinityState::Pending).await;
+    f.ipam.auto_assign(&req("h", "n1", 1, 0)).await.unwrap();
+    assert_eq!(affinity_state(&f, "n1", "198.19.0.0/26").await, None);
+    assert!(
+        f.ipam
+            .read_block(net("198.19.0.0/26"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
