@@ -66,9 +66,17 @@
 //! again after boot. It must not leave the store unreadable or inconsistent, so after a reboot
 //! (the boot id in `state` differs) the first writer reconciles the whole log against the object
 //! files, newest revision winning per key, and moves the revision past every object found.
-//! [`DirOptions::fsync`] makes every write `fdatasync` the log before it is acknowledged (and
-//! compaction sync its new log before the rename), for operators who need acknowledged writes to
-//! survive a power loss and accept the cost.
+//! [`DirOptions::fsync`] makes every write `fdatasync` the log before it is acknowledged, and
+//! compaction sync the object files whose records it drops and its new log before the rename,
+//! for operators who need acknowledged writes to survive a power loss and accept the cost
+//! (object files need no sync per write: after a reboot they are rebuilt from the durable log).
+//!
+//! # Blocking
+//!
+//! The operations do their file I/O and wait for the lock on the calling thread, without
+//! `spawn_blocking`: they are short (a write holds the lock for a few system calls, a
+//! compaction for one copy of the retained log), and handing each to a blocking thread would
+//! cost more than it does.
 
 mod log;
 mod paths;
@@ -715,14 +723,25 @@ impl Shared {
         let log_path = paths::log(&self.root);
         let mut reader = LogReader::open(&log_path)?;
         let mut start = None;
+        let mut dropped = std::collections::BTreeSet::new();
+        let base = inner.log.base;
         loop {
-            let tail = reader.read_new(keep_after, |at, _| {
-                start.get_or_insert(at);
+            let tail = reader.read_new(base, |at, record| {
+                if record.revision <= keep_after {
+                    dropped.insert(record.key);
+                } else {
+                    start.get_or_insert(at);
+                }
                 Ok(())
             })?;
             if tail != Tail::More {
                 break;
             }
+        }
+        if self.options.fsync {
+            // The records about to go were the only durable copy of these objects' latest
+            // state; make the object files durable before dropping them.
+            self.sync_objects(&dropped)?;
         }
         let end = inner.log.offset;
         let start = start.unwrap_or(end);
@@ -736,6 +755,37 @@ impl Shared {
         inner.log = log;
         self.write_state(inner)?;
         tracing::debug!(store = %self.root.display(), keep_after, "compacted the change log");
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// `fsync`s the object files of `keys` (those that exist) and the directories holding
+    /// them, so their contents and their renames and unlinks survive a power loss.
+    fn sync_objects(&self, keys: &std::collections::BTreeSet<Key>) -> Result<(), Error> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = paths::object(&self.root, key);
+            match File::open(&path) {
+                Ok(f) => f
+                    .sync_all()
+                    .map_err(io(format!("syncing {key} at {}", path.display())))?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("opening {} to sync it", path.display()))(e)),
+            }
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            match File::open(&dir) {
+                Ok(d) => d
+                    .sync_all()
+                    .map_err(io(format!("syncing directory {}", dir.display())))?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("opening {} to sync it", dir.display()))(e)),
+            }
+        }
         Ok(())
     }
 }

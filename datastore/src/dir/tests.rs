@@ -421,3 +421,37 @@ async fn a_record_larger_than_a_read_chunk_is_delivered() {
     let fresh = DirDatastore::open(dir.path()).unwrap();
     assert_eq!(fresh.get(&stored.key()).await.unwrap(), stored);
 }
+
+#[tokio::test]
+async fn fsync_mode_writes_compacts_and_reads_back() {
+    let dir = TempDir::new("fsync");
+    let options = DirOptions {
+        fsync: true,
+        ..fast()
+    };
+    let ds = DirDatastore::open_with(dir.path(), options.clone()).unwrap();
+    let mut n = ds.create(node("n1")).await.unwrap();
+    let w = ds
+        .create({
+            let mut w = api::WorkloadEndpoint::new("w", Default::default());
+            w.metadata.namespace = Some("ns".into());
+            w.into()
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        n = ds.update(annotated(n, "i", &i.to_string())).await.unwrap();
+    }
+    ds.delete(&w.key(), None).await.unwrap();
+    assert_eq!(ds.compact(ds.revision().unwrap()).unwrap(), Revision(6));
+    let fresh = DirDatastore::open_with(dir.path(), options).unwrap();
+    assert_eq!(fresh.list(Kind::Node).await.unwrap().items, vec![n]);
+    assert!(
+        fresh
+            .list(Kind::WorkloadEndpoint)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
