@@ -310,7 +310,19 @@ impl DirDatastore {
     /// has them repaired first.
     fn locked(&self, mode: Mode) -> Result<(MutexGuard<'_, Inner>, FileLock<'_>), Error> {
         let sh = &*self.shared;
-        let mut inner = sh.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = match sh.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => {
+                // An operation panicked halfway through updating the handle: start it over
+                // from the files rather than trust a half-updated cache.
+                let mut inner = poisoned.into_inner();
+                inner.log = LogReader::open(&paths::log(&sh.root))?;
+                inner.revision = 0;
+                inner.forget();
+                sh.inner.clear_poison();
+                inner
+            }
+        };
         let lock = sh.flock(mode)?;
         sh.sync(&mut inner, mode)?;
         if sh.objects_current(&inner)? {
@@ -1002,10 +1014,9 @@ impl Datastore for DirDatastore {
         // Where in the log to start: every record before the handle's own position is at or
         // below its revision, so a watch from there or later (the usual list-then-watch) need
         // not read the log from its beginning.
-        let start = {
-            let inner = self.shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let start = self.shared.inner.lock().ok().and_then(|inner| {
             (inner.log.id == log.id && inner.revision <= after.0).then_some(inner.log.offset)
-        };
+        });
         watch::start(
             self.shared.root.clone(),
             log,
