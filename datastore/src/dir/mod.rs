@@ -6,7 +6,7 @@
 //! ```text
 //! <root>/state                          lock file + how far objects have caught up (state.rs)
 //! <root>/log                            the change log: header + framed records (log.rs)
-//! <root>/objects/<plural>/<name>.json   current state of each resource, resourceVersion set
+//! <root>/objects/<plural>/<name>.json   each resource as of the applied revision
 //! <root>/objects/workloadendpoints/<namespace>/<name>.json
 //! <root>/tmp/                           write-then-rename scratch
 //! ```
@@ -504,7 +504,7 @@ impl Shared {
             "state unreadable, ahead of the log or from an earlier boot: \
              reconciling the whole change log with the object files"
         );
-        self.reconcile(inner, 0)?;
+        self.reconcile(inner)?;
         let newest = max_object_revision(&self.root)?;
         if newest > inner.revision {
             // Objects got further than the log did (a power loss kept the renames but not the
@@ -574,14 +574,14 @@ impl Shared {
         self.write_state(inner)
     }
 
-    /// Applies, per key, the last log record after `after` to the object file unless the file
+    /// Applies, per key, the last record in the whole log to the object file unless the file
     /// already holds that or a newer revision.
-    fn reconcile(&self, inner: &mut Inner, after: u64) -> Result<(), Error> {
+    fn reconcile(&self, inner: &mut Inner) -> Result<(), Error> {
         let log_path = paths::log(&self.root);
         let mut reader = LogReader::open(&log_path)?;
         let mut last: BTreeMap<Key, Record> = BTreeMap::new();
         loop {
-            let tail = reader.read_new(after, |_, record| {
+            let tail = reader.read_new(0, |_, record| {
                 last.insert(record.key.clone(), record);
                 Ok(())
             })?;
