@@ -302,5 +302,15 @@ async fn writers_killed_mid_stream_leave_a_consistent_store() {
             listed, replayed,
             "round {round}: objects are exactly what the change log says"
         );
+        // And once the log is applied, the object files alone say the same.
+        assert_eq!(ds.checkpoint().unwrap(), revision);
+        let fresh = DirDatastore::open_with(&dir.0, options()).unwrap();
+        let mut from_files = BTreeMap::new();
+        for kind in Kind::ALL {
+            for item in fresh.list(kind).await.unwrap().items {
+                from_files.insert(item.key(), item);
+            }
+        }
+        assert_eq!(from_files, replayed, "round {round}: applied object files");
     }
 }

@@ -6,12 +6,13 @@
 //!   | boot id (36 bytes, /proc/sys/kernel/random/boot_id) | crc32 u32 LE
 //! ```
 //!
-//! A writer appends its record to the log, then applies it to the object files, then stores the
-//! record's revision here. A reader that finds `applied` below the log's last revision knows a
-//! writer died in between and has the log replayed onto the objects first. The boot id tells a
-//! store last written before a reboot apart: after a power loss the page cache did not survive,
-//! so object files and log may have reached the disk in any order, and the whole log is checked
-//! against the objects rather than only the tail after `applied`.
+//! The object files hold the store's state as of the applied revision; the log records after
+//! it complete the picture (see the module docs of [`super`]). A writer that applies the log to
+//! the object files stores the revision it got to here, after the files are in place, so a
+//! writer killed halfway leaves `applied` where it was and the next one applies again. The boot
+//! id tells a store last written before a reboot apart: after a power loss the page cache did
+//! not survive, so object files, log and this file may have reached the disk in any order, and
+//! nothing here is trusted: the whole log is reconciled with the objects.
 //!
 //! `log base` and `log offset` say where in which log (a log is identified by its compaction
 //! point, which every compaction raises) the applied revision's record ends, so a process that

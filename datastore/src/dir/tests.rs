@@ -65,8 +65,28 @@ impl Subject for Fresh {
     }
 }
 
+impl Fresh {
+    /// A store that applies the log to the object files after every write.
+    fn applying_every_write() -> Fresh {
+        let dir = TempDir::new("conformance-apply");
+        let options = DirOptions {
+            poll_interval: Duration::from_millis(2),
+            apply_batch: 0,
+            ..DirOptions::default()
+        };
+        Fresh {
+            store: DirDatastore::open_with(dir.path(), options).expect("open a fresh store"),
+            _dir: dir,
+        }
+    }
+}
+
 mod conformance {
     crate::conformance_tests!(super::Fresh::new());
+}
+
+mod conformance_applying_every_write {
+    crate::conformance_tests!(super::Fresh::applying_every_write());
 }
 
 fn node(name: &str) -> Resource {
@@ -161,11 +181,17 @@ async fn a_committed_record_a_writer_did_not_apply_is_replayed() {
     frames.extend(record(5, Op::Deleted, &n2).encode());
     append_to_log(dir.path(), &frames);
 
-    // A reader finds the objects behind and has them repaired.
+    // A reader takes the log's word over the object files.
     let reader = DirDatastore::open_with(dir.path(), fast()).unwrap();
     assert_eq!(reader.revision().unwrap(), Revision(5));
     let listed = reader.list(Kind::Node).await.unwrap().items;
     assert_eq!(listed, vec![n1b.clone(), n3.clone()]);
+    assert!(matches!(
+        reader.get(&n2.key()).await,
+        Err(Error::NotFound(_))
+    ));
+    // Applying the log brings the files there too.
+    assert_eq!(reader.checkpoint().unwrap(), Revision(5));
     let on_disk: Resource =
         serde_json::from_slice(&std::fs::read(paths::object(dir.path(), &n1.key())).unwrap())
             .unwrap();
@@ -217,11 +243,20 @@ async fn damage_in_the_middle_of_the_log_is_reported() {
     let ds = DirDatastore::open_with(dir.path(), fast()).unwrap();
     ds.create(node("n1")).await.unwrap();
     ds.create(node("n2")).await.unwrap();
+    let log = std::fs::read(paths::log(dir.path())).unwrap();
+    let mut damaged = log.clone();
+    damaged[HEADER_LEN as usize + 20] ^= 0x55;
+    std::fs::write(paths::log(dir.path()), &damaged).unwrap();
+    // The damaged record is not applied yet: the store cannot be read.
+    assert!(matches!(
+        DirDatastore::open(dir.path()),
+        Err(Error::Corrupt { .. })
+    ));
+    std::fs::write(paths::log(dir.path()), &log).unwrap();
+    ds.checkpoint().unwrap();
     drop(ds);
-    let mut bytes = std::fs::read(paths::log(dir.path())).unwrap();
-    bytes[HEADER_LEN as usize + 20] ^= 0x55;
-    std::fs::write(paths::log(dir.path()), &bytes).unwrap();
-    // State still points past the damage, so a fresh handle does not trip over it...
+    std::fs::write(paths::log(dir.path()), &damaged).unwrap();
+    // Now state points past the damage, so a fresh handle does not trip over it...
     let ds = DirDatastore::open(dir.path()).unwrap();
     // ...but reading the history does.
     let mut watch = ds.watch(None, Revision(0)).await.unwrap();
@@ -300,6 +335,8 @@ async fn a_removed_log_restarts_above_every_object() {
     for i in 0..3 {
         ds.create(node(&format!("n{i}"))).await.unwrap();
     }
+    // The log is part of the store until it is applied.
+    ds.checkpoint().unwrap();
     drop(ds);
     std::fs::remove_file(paths::log(dir.path())).unwrap();
     let ds = DirDatastore::open_with(dir.path(), fast()).unwrap();
@@ -420,4 +457,76 @@ async fn a_record_larger_than_a_read_chunk_is_delivered() {
     );
     let fresh = DirDatastore::open(dir.path()).unwrap();
     assert_eq!(fresh.get(&stored.key()).await.unwrap(), stored);
+}
+
+#[tokio::test]
+async fn fsync_mode_writes_compacts_and_reads_back() {
+    let dir = TempDir::new("fsync");
+    let options = DirOptions {
+        fsync: true,
+        ..fast()
+    };
+    let ds = DirDatastore::open_with(dir.path(), options.clone()).unwrap();
+    let mut n = ds.create(node("n1")).await.unwrap();
+    let w = ds
+        .create({
+            let mut w = api::WorkloadEndpoint::new("w", Default::default());
+            w.metadata.namespace = Some("ns".into());
+            w.into()
+        })
+        .await
+        .unwrap();
+    for i in 0..3 {
+        n = ds.update(annotated(n, "i", &i.to_string())).await.unwrap();
+    }
+    ds.delete(&w.key(), None).await.unwrap();
+    assert_eq!(ds.compact(ds.revision().unwrap()).unwrap(), Revision(6));
+    let fresh = DirDatastore::open_with(dir.path(), options).unwrap();
+    assert_eq!(fresh.list(Kind::Node).await.unwrap().items, vec![n]);
+    assert!(
+        fresh
+            .list(Kind::WorkloadEndpoint)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn writes_reach_the_object_files_in_batches() {
+    let dir = TempDir::new("batches");
+    let options = DirOptions {
+        apply_batch: 4 << 10,
+        ..fast()
+    };
+    let ds = DirDatastore::open_with(dir.path(), options.clone()).unwrap();
+    let n0 = ds.create(node("n0")).await.unwrap();
+    assert!(
+        !paths::object(dir.path(), &n0.key()).exists(),
+        "a single small write stays in the log"
+    );
+    // Another handle (another process, as far as the store can tell) sees it all the same.
+    let other = DirDatastore::open_with(dir.path(), options).unwrap();
+    assert_eq!(other.get(&n0.key()).await.unwrap(), n0);
+    let mut hot = n0;
+    for i in 0..100 {
+        hot = ds
+            .update(annotated(hot, "i", &i.to_string()))
+            .await
+            .unwrap();
+    }
+    let on_disk: Resource =
+        serde_json::from_slice(&std::fs::read(paths::object(dir.path(), &hot.key())).unwrap())
+            .unwrap();
+    assert!(
+        rev(&on_disk) > 1 && rev(&on_disk) <= rev(&hot),
+        "applied in batches as the log grew"
+    );
+    assert_eq!(other.get(&hot.key()).await.unwrap(), hot);
+    assert_eq!(ds.checkpoint().unwrap(), Revision(rev(&hot)));
+    let on_disk: Resource =
+        serde_json::from_slice(&std::fs::read(paths::object(dir.path(), &hot.key())).unwrap())
+            .unwrap();
+    assert_eq!(on_disk, hot);
 }
