@@ -431,10 +431,10 @@ impl Ipam {
 
     /// Reads blocks, affinities, handles and nodes and reports what is inconsistent.
     ///
-    /// The four lists are read one after the other, not atomically, blocks first: since an
-    /// allocation writes its handle before its block, an allocation in flight can show up as
-    /// a handle without addresses (never as a leaked address). `release_from_report`
-    /// re-verifies every item, so acting on such a report is still safe.
+    /// The four lists are read one after the other, not atomically, so operations in flight
+    /// can show up: an allocation (handle written before block) as a handle without
+    /// addresses, a release that finished between the two reads as a leaked address.
+    /// `release_from_report` re-verifies every item, so acting on such a report is still safe.
     pub async fn check(&self) -> Result<CheckReport, IpamError> {
         let snapshot = Snapshot {
             blocks: self
