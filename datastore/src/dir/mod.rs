@@ -130,7 +130,7 @@ impl Default for DirOptions {
         DirOptions {
             fsync: false,
             log_limit: 64 << 20,
-            apply_batch: 256 << 10,
+            apply_batch: 64 << 10,
             poll_interval: Duration::from_millis(5),
         }
     }

@@ -530,3 +530,103 @@ async fn writes_reach_the_object_files_in_batches() {
             .unwrap();
     assert_eq!(on_disk, hot);
 }
+
+/// Copies a store directory (files and subdirectories) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+async fn nodes(ds: &DirDatastore) -> Vec<Resource> {
+    ds.list(Kind::Node).await.unwrap().items
+}
+
+#[tokio::test]
+async fn a_kill_at_any_byte_of_the_last_record_leaves_the_previous_state() {
+    let dir = TempDir::new("every-byte");
+    let ds = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let n1 = ds.create(node("n1")).await.unwrap();
+    let n2 = ds.create(node("n2")).await.unwrap();
+    let before = nodes(&ds).await;
+    let start = std::fs::metadata(paths::log(dir.path())).unwrap().len();
+    let n1b = ds.update(annotated(n1, "last", "write")).await.unwrap();
+    let after = nodes(&ds).await;
+    assert_eq!(after, vec![n1b, n2]);
+    let full = std::fs::read(paths::log(dir.path())).unwrap();
+    drop(ds);
+    let scratch = TempDir::new("every-byte-copy");
+    // Every byte of the frame and key, then every 16th of the JSON, and its last bytes: a
+    // directory copy per cut is slow on a busy disk.
+    let end = full.len() as u64;
+    let cuts =
+        (start..=end).filter(|c| c - start < 40 || (c - start).is_multiple_of(16) || end - c < 3);
+    for cut in cuts {
+        let _ = std::fs::remove_dir_all(scratch.path());
+        copy_dir(dir.path(), scratch.path());
+        std::fs::write(paths::log(scratch.path()), &full[..cut as usize]).unwrap();
+        let ds = DirDatastore::open_with(scratch.path(), fast()).unwrap();
+        let complete = cut == full.len() as u64;
+        assert_eq!(
+            nodes(&ds).await,
+            if complete {
+                after.clone()
+            } else {
+                before.clone()
+            },
+            "log cut at {cut} of {}",
+            full.len()
+        );
+        assert_eq!(
+            ds.revision().unwrap(),
+            Revision(if complete { 3 } else { 2 })
+        );
+        // The next write cuts the torn record off and takes the next revision.
+        let n3 = ds.create(node("n3")).await.unwrap();
+        assert_eq!(rev(&n3), if complete { 4 } else { 3 });
+        let reopened = DirDatastore::open_with(scratch.path(), fast()).unwrap();
+        assert_eq!(reopened.get(&n3.key()).await.unwrap(), n3);
+    }
+}
+
+#[tokio::test]
+async fn an_application_cut_short_is_finished_by_the_next_one() {
+    let dir = TempDir::new("half-applied");
+    let options = DirOptions {
+        apply_batch: 1 << 20,
+        ..fast()
+    };
+    let ds = DirDatastore::open_with(dir.path(), options.clone()).unwrap();
+    let mut all = Vec::new();
+    for i in 0..6 {
+        all.push(ds.create(node(&format!("n{i}"))).await.unwrap());
+    }
+    let gone = all.remove(0);
+    ds.delete(&gone.key(), None).await.unwrap();
+    all[0] = ds
+        .update(annotated(all[0].clone(), "k", "v"))
+        .await
+        .unwrap();
+    drop(ds);
+    // The applying writer got as far as two of the files before it was killed.
+    for r in &all[..2] {
+        std::fs::write(
+            paths::object(dir.path(), &r.key()),
+            serde_json::to_vec(r).unwrap(),
+        )
+        .unwrap();
+    }
+    let ds = DirDatastore::open_with(dir.path(), options).unwrap();
+    assert_eq!(nodes(&ds).await, all);
+    ds.checkpoint().unwrap();
+    let fresh = DirDatastore::open(dir.path()).unwrap();
+    assert_eq!(nodes(&fresh).await, all);
+    assert!(!paths::object(dir.path(), &gone.key()).exists());
+}
