@@ -630,3 +630,28 @@ async fn an_application_cut_short_is_finished_by_the_next_one() {
     assert_eq!(nodes(&fresh).await, all);
     assert!(!paths::object(dir.path(), &gone.key()).exists());
 }
+
+#[tokio::test]
+async fn a_compaction_cut_short_leaves_a_readable_store() {
+    let dir = TempDir::new("compaction-crash");
+    let ds = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let mut n = ds.create(node("n")).await.unwrap();
+    for i in 0..5 {
+        n = ds.update(annotated(n, "i", &i.to_string())).await.unwrap();
+    }
+    let state_before = std::fs::read(paths::state(dir.path())).unwrap();
+    // Killed after writing the new log but before renaming it: a stray tmp/log.
+    std::fs::write(paths::tmp(dir.path()).join("log"), b"half a log").unwrap();
+    let other = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    assert_eq!(other.get(&n.key()).await.unwrap(), n);
+    // Killed after the rename but before recording it in state.
+    ds.compact(Revision(4)).unwrap();
+    std::fs::write(paths::state(dir.path()), &state_before).unwrap();
+    let fresh = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    assert_eq!(fresh.revision().unwrap(), Revision(6));
+    assert_eq!(fresh.get(&n.key()).await.unwrap(), n);
+    assert_eq!(fresh.oldest().unwrap(), Revision(4));
+    let n2 = fresh.create(node("n2")).await.unwrap();
+    assert_eq!(rev(&n2), 7);
+    assert_eq!(other.list(Kind::Node).await.unwrap().items, vec![n, n2]);
+}
