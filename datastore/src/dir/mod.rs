@@ -14,7 +14,7 @@
 //! # Concurrency
 //!
 //! Every operation takes an `flock` on `state`: shared for get/list, exclusive for
-//! create/update/delete/compact. Within one process a mutex serialises the handle's own
+//! create/update/delete/compact/checkpoint. Within one process a mutex serialises the handle's own
 //! operations first, so one lock is held per process at a time. Watches take no lock: they poll
 //! the log for growth every [`DirOptions::poll_interval`] and read only complete, checksummed
 //! records, which a writer publishes with a single `pwrite`.
@@ -77,6 +77,7 @@
 //! (the boot id in `state` differs) the first process to take the lock reconciles the whole log
 //! with the object files, newest revision winning per key, and moves the revision past every
 //! object found.
+//!
 //! [`DirOptions::fsync`] makes every write `fdatasync` the log before it is acknowledged, and
 //! compaction sync the object files whose records it drops and its new log before the rename,
 //! for operators who need acknowledged writes to survive a power loss and accept the cost
@@ -85,9 +86,10 @@
 //! # Blocking
 //!
 //! The operations do their file I/O and wait for the lock on the calling thread, without
-//! `spawn_blocking`: they are short (a write holds the lock for a few system calls, a
-//! compaction for one copy of the retained log), and handing each to a blocking thread would
-//! cost more than it does.
+//! `spawn_blocking`: they are short (a write holds the lock for a few system calls, the write
+//! that applies a batch for one rename per object changed in it, a compaction for one copy of
+//! the retained log), and handing each to a blocking thread would cost more than most of them
+//! take. No lock is held across an `.await`.
 
 mod log;
 mod paths;
