@@ -655,3 +655,52 @@ async fn a_compaction_cut_short_leaves_a_readable_store() {
     assert_eq!(rev(&n2), 7);
     assert_eq!(other.list(Kind::Node).await.unwrap().items, vec![n, n2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_on_shared_and_separate_handles_increment_exactly() {
+    const TASKS: usize = 8;
+    const INCREMENTS: usize = 40;
+    let dir = TempDir::new("tasks");
+    let first = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let counter = first.create(node("counter")).await.unwrap();
+    let second = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        // Half the tasks share one handle (its mutex), half another (its own flock).
+        let ds = if t % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let key = counter.key();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..INCREMENTS {
+                loop {
+                    let current = ds.get(&key).await.unwrap();
+                    let n: usize = current
+                        .metadata()
+                        .annotations
+                        .get("n")
+                        .map_or(0, |v| v.parse().unwrap());
+                    match ds
+                        .update(annotated(current, "n", &(n + 1).to_string()))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(Error::Conflict { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let last = first.get(&counter.key()).await.unwrap();
+    assert_eq!(
+        last.metadata().annotations["n"],
+        (TASKS * INCREMENTS).to_string()
+    );
+    assert_eq!(rev(&last), 1 + (TASKS * INCREMENTS) as u64);
+}
