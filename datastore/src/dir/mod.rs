@@ -705,10 +705,14 @@ impl Shared {
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
             };
-            let mut entry = entry_from_file(json, &path)?;
-            let key = entry
-                .resource(&Key::new(kind, path.display().to_string()))?
-                .key();
+            let entry = entry_from_file(json, &path)?;
+            let key = entry.parsed.as_ref().expect("entry_from_file parses").key();
+            if key.kind != kind {
+                return Err(Error::Corrupt {
+                    what: format!("listing {kind} from {}", path.display()),
+                    reason: format!("the file holds {key}"),
+                });
+            }
             // A cached slot came from the log after the applied revision, or from this very
             // file: either way it is at least as new.
             inner.cache.entry(key).or_insert(Slot::Present(entry));
