@@ -674,7 +674,18 @@ impl Shared {
     fn load(&self, key: &Key) -> Result<Slot, Error> {
         let path = paths::object(&self.root, key);
         match std::fs::read(&path) {
-            Ok(json) => Ok(Slot::Present(entry_from_file(json, &path)?)),
+            Ok(json) => {
+                let entry = entry_from_file(json, &path)?;
+                let found = entry.parsed.as_ref().expect("entry_from_file parses").key();
+                if found != *key {
+                    // Only a hashed overlong name could collide, or a file put there by hand.
+                    return Err(Error::Corrupt {
+                        what: format!("reading {key} from {}", path.display()),
+                        reason: format!("the file holds {found}"),
+                    });
+                }
+                Ok(Slot::Present(entry))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Slot::Absent),
             Err(e) => Err(io(format!("reading {key} from {}", path.display()))(e)),
         }
