@@ -361,3 +361,27 @@ fn unknown_peers_are_rejected_and_stop_sends_cease() {
         assert!(h.wait_for(State::Idle, SECS).await);
     });
 }
+
+/// RFC 5082: with `ttl_security` tabby's segments carry TTL 255, so a listener that requires
+/// it (IP_MINTTL 255) accepts the connection; without it the SYN (TTL 64) is dropped.
+#[test]
+fn gtsm_sends_ttl_255() {
+    in_netns(&[], || async {
+        for (ttl_security, reachable) in [(true, true), (false, false)] {
+            let l = TcpListener::bind((PEER, 1179)).await.unwrap();
+            bgp::sockopt::set_gtsm(std::os::fd::AsRawFd::as_raw_fd(&l)).unwrap();
+            let c = config(&format!(
+                "asn: 64512\nrouter_id: 127.0.0.1\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    port: 1179\n    ttl_security: {ttl_security}\n    connect_retry: 1\n"
+            ));
+            let (tx, _rx) = mpsc::channel(8);
+            let h = Session::spawn(c.peers[0].clone(), LocalConfig::from_config(&c), None, tx);
+            let accepted = tokio::time::timeout(Duration::from_secs(3), l.accept()).await;
+            assert_eq!(accepted.is_ok(), reachable, "ttl_security: {ttl_security}");
+            if let Ok(Ok((s, _))) = accepted {
+                let mut raw = RawPeer::new(s);
+                assert!(matches!(raw.recv(SECS).await, Some(Message::Open(_))));
+            }
+            h.shutdown().await;
+        }
+    });
+}
