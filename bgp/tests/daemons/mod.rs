@@ -236,7 +236,7 @@ impl Gobgp {
     /// Whether the neighbor is Established.
     pub fn established(&self, neighbor: &str) -> bool {
         self.try_cli(&format!("neighbor {neighbor}"))
-            .is_some_and(|o| o.contains("BGP state = established"))
+            .is_some_and(|o| o.to_lowercase().contains("bgp state = established"))
     }
 
     pub fn output(&self) -> String {
