@@ -385,3 +385,56 @@ fn gtsm_sends_ttl_255() {
         }
     });
 }
+
+/// RFC 4724: a peer that advertised Graceful Restart and drops the TCP connection without a
+/// NOTIFICATION goes down gracefully (its routes are to be kept as stale); a ROUTE-REFRESH
+/// from it reaches the speaker as an event.
+#[test]
+fn graceful_down_and_route_refresh_events() {
+    in_netns(&[], || async {
+        let c = config(
+            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npeers:\n  - address: 127.0.0.2\n    asn: 64512\n    passive: true\n    graceful_restart: true\n    restart_time: 90\n",
+        );
+        let listener = Listener::bind(&c.listen).await.unwrap();
+        let incoming = listener.register(&c.peers[0]).unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let h = Session::spawn(
+            c.peers[0].clone(),
+            LocalConfig::from_config(&c),
+            Some(incoming),
+            tx,
+        );
+        assert!(h.wait_for(State::Active, SECS).await);
+        let mut raw = RawPeer::connect(IpAddr::V4(PEER), SocketAddr::from((TABBY, 179))).await;
+        let mut open = peer_open(64512, PEER, 90);
+        open.capabilities.push(Capability::RouteRefresh);
+        open.capabilities
+            .push(Capability::GracefulRestart(bgp::packet::GracefulRestart {
+                restart_time: 120,
+                ..Default::default()
+            }));
+        let ours = raw.handshake(open).await;
+        let gr = ours
+            .graceful_restart()
+            .expect("tabby advertises graceful restart");
+        assert_eq!(gr.restart_time, 90);
+        assert!(gr.families.iter().all(|f| f.forwarding_preserved));
+        let est = expect_established(&mut rx, SECS).await;
+        assert!(est.negotiated.peer_graceful_restart.is_some());
+
+        let rr = bgp::packet::RouteRefresh::request(bgp::packet::AfiSafi::IPV4_UNICAST);
+        raw.send(&Message::RouteRefresh(rr)).await;
+        match next_event(&mut rx, SECS).await.kind {
+            SessionEventKind::RouteRefresh(got) => assert_eq!(got, rr),
+            other => panic!("expected RouteRefresh, got {other:?}"),
+        }
+        drop(raw);
+        match next_event(&mut rx, SECS).await.kind {
+            SessionEventKind::Down { reason, graceful } => {
+                assert_eq!(reason, DownReason::ConnectionFailed);
+                assert!(graceful);
+            }
+            other => panic!("expected Down, got {other:?}"),
+        }
+    });
+}
