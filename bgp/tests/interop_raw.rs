@@ -340,6 +340,44 @@ fn collision_yields_to_a_peer_with_a_higher_router_id() {
 }
 
 #[test]
+fn collision_dumps_the_existing_connection_when_the_open_comes_on_the_winner() {
+    in_netns(&[], || async {
+        let l = TcpListener::bind((PEER, 1179)).await.unwrap();
+        let (h, mut rx, _listener) = tabby(65002, false, 90, 1179).await;
+        let (s, _) = tokio::time::timeout(SECS, l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ours = RawPeer::new(s);
+        let Some(Message::Open(_)) = ours.recv(SECS).await else {
+            panic!("expected tabby's OPEN")
+        };
+        let mut theirs = RawPeer::connect(IpAddr::V4(PEER), SocketAddr::from((TABBY, 179))).await;
+        let Some(Message::Open(_)) = theirs.recv(SECS).await else {
+            panic!("expected tabby's OPEN on the second connection")
+        };
+        // The OPEN arrives first on the peer's connection, the winner (200.0.0.1 > 127.0.0.1):
+        // tabby dumps its own connection, which is still in OpenSent, and goes on with this one.
+        let open = peer_open(65002, Ipv4Addr::new(200, 0, 0, 1), 90);
+        theirs.send(&Message::Open(open)).await;
+        match ours.recv_non_keepalive(SECS).await {
+            Some(Message::Notification(n)) => assert_eq!(
+                n.error,
+                NotificationError::Cease(CeaseSubcode::ConnectionCollisionResolution)
+            ),
+            other => panic!("expected Cease 6/7 on tabby's connection, got {other:?}"),
+        }
+        assert_eq!(theirs.recv(SECS).await, Some(Message::Keepalive));
+        theirs.send(&Message::Keepalive).await;
+        let est = expect_established(&mut rx, SECS).await;
+        assert_ne!(est.remote_addr.port(), 1179);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(h.status().state, State::Established);
+        assert_eq!(h.status().established_count, 1);
+    });
+}
+
+#[test]
 fn unknown_peers_are_rejected_and_stop_sends_cease() {
     in_netns(&[], || async {
         let (h, mut rx, _l, mut raw) = established_raw(65002, 90).await;
