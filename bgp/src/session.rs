@@ -648,12 +648,13 @@ impl Task {
                 let serial = self.next_id;
                 self.next_id += 1;
                 self.second = Some(Conn::new(serial, self.fsm_config.clone()));
-                self.feed(serial, Input::ManualStartPassive);
+                // Attached first: `tidy` drops a second FSM without a connection.
                 if let Err(e) = self.attach(serial, stream, collision::Origin::Remote, id) {
                     warn!(error = %e, "incoming connection unusable");
                     self.second = None;
                     return;
                 }
+                self.feed(serial, Input::ManualStartPassive);
                 self.feed(serial, Input::TcpConnectionConfirmed);
             }
         }
@@ -965,13 +966,14 @@ impl Task {
         ok
     }
 
-    /// One FSM per live connection: an Idle FSM beside a live one is dropped, and the
-    /// survivor becomes the primary.
+    /// One FSM per live connection: when one of two FSMs has lost its connection (Idle, or
+    /// back to Active after a failure in OpenSent), it is dropped and the other one, which
+    /// still has its connection, is the primary.
     fn tidy(&mut self) {
         let Some(second) = &self.second else { return };
-        if second.fsm.state() == State::Idle {
+        if second.io.is_none() {
             self.second = None;
-        } else if self.primary.fsm.state() == State::Idle {
+        } else if self.primary.io.is_none() {
             let second = self.second.take().expect("checked");
             let old = std::mem::replace(&mut self.primary, second);
             if let Some((_, h)) = self.connecting.take() {

@@ -378,6 +378,35 @@ fn collision_dumps_the_existing_connection_when_the_open_comes_on_the_winner() {
 }
 
 #[test]
+fn a_failed_second_connection_frees_its_slot() {
+    in_netns(&[], || async {
+        let l = TcpListener::bind((PEER, 1179)).await.unwrap();
+        let (h, mut rx, _listener) = tabby(65002, false, 90, 1179).await;
+        let (s, _) = tokio::time::timeout(SECS, l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ours = RawPeer::new(s);
+        assert!(matches!(ours.recv(SECS).await, Some(Message::Open(_))));
+        // A second connection from the peer that dies in OpenSent, twice: each time tabby
+        // drops its FSM, so the next one is taken too.
+        for _ in 0..2 {
+            let mut theirs =
+                RawPeer::connect(IpAddr::V4(PEER), SocketAddr::from((TABBY, 179))).await;
+            assert!(matches!(theirs.recv(SECS).await, Some(Message::Open(_))));
+            drop(theirs);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ours.send(&Message::Open(peer_open(65002, PEER, 90))).await;
+        assert_eq!(ours.recv(SECS).await, Some(Message::Keepalive));
+        ours.send(&Message::Keepalive).await;
+        let est = expect_established(&mut rx, SECS).await;
+        assert_eq!(est.remote_addr.port(), 1179);
+        assert_eq!(h.status().state, State::Established);
+    });
+}
+
+#[test]
 fn unknown_peers_are_rejected_and_stop_sends_cease() {
     in_netns(&[], || async {
         let (h, mut rx, _l, mut raw) = established_raw(65002, 90).await;
