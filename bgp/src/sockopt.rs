@@ -251,4 +251,16 @@ mod tests {
         set_md5_key(fd, peer, None).unwrap();
         set_gtsm(fd).unwrap();
     }
+
+    #[test]
+    fn ipv4_peers_get_mapped_keys_on_a_dual_stack_socket() {
+        let Ok(l) = TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 here
+        };
+        let fd = l.as_raw_fd();
+        assert!(is_v6_socket(fd).unwrap());
+        set_md5_key(fd, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), Some(b"k")).unwrap();
+        set_md5_key(fd, "2001:db8::2".parse().unwrap(), Some(b"k")).unwrap();
+        set_gtsm(fd).unwrap();
+    }
 }

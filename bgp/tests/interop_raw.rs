@@ -505,3 +505,36 @@ fn graceful_down_and_route_refresh_events() {
         }
     });
 }
+
+/// A dual-stack listener on [::]:179 sees an IPv4 peer as an IPv4-mapped address; it is still
+/// dispatched to the peer configured as 127.0.0.2.
+#[test]
+fn dual_stack_listener_dispatches_ipv4_peers() {
+    in_netns(&[], || async {
+        let c = config(
+            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"[::]:179\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    passive: true\n    password: s3cret\n",
+        );
+        let listener = Listener::bind(&c.listen).await.unwrap();
+        let incoming = listener.register(&c.peers[0]).unwrap();
+        let (tx, mut rx) = mpsc::channel(64);
+        let _h = Session::spawn(
+            c.peers[0].clone(),
+            LocalConfig::from_config(&c),
+            Some(incoming),
+            tx,
+        );
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((PEER, 0))).unwrap();
+        bgp::sockopt::set_md5_key(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            IpAddr::V4(TABBY),
+            Some(b"s3cret"),
+        )
+        .unwrap();
+        let s = sock.connect(SocketAddr::from((TABBY, 179))).await.unwrap();
+        let mut raw = RawPeer::new(s);
+        raw.handshake(peer_open(65002, PEER, 90)).await;
+        let est = expect_established(&mut rx, SECS).await;
+        assert_eq!(est.remote_addr.ip(), IpAddr::V4(PEER));
+    });
+}
