@@ -181,6 +181,7 @@ enum Command {
     Send(Vec<Update>),
     Start,
     Stop(Cease),
+    AutomaticStop(Cease),
     RouteRefresh(AfiSafi),
 }
 
@@ -213,6 +214,12 @@ impl SessionHandle {
     /// ManualStop (RFC 4271 Event 2) with this Cease.
     pub fn stop(&self, cease: Cease) {
         let _ = self.cmd.send(Command::Stop(cease));
+    }
+
+    /// AutomaticStop (RFC 4271 Event 8) with this Cease, e.g. 6/1 when the speaker finds the
+    /// peer over its max-prefix limit: the session stays down until [`SessionHandle::start`].
+    pub fn automatic_stop(&self, cease: Cease) {
+        let _ = self.cmd.send(Command::AutomaticStop(cease));
     }
 
     /// Sends a ROUTE-REFRESH for `family` (RFC 2918), if the peer supports it.
@@ -492,6 +499,12 @@ impl Task {
             Command::Send(updates) => self.send_updates(updates),
             Command::Start => self.feed(self.primary.serial, Input::ManualStart),
             Command::Stop(cease) => self.stop_all(cease),
+            Command::AutomaticStop(cease) => {
+                if let Some(s) = self.second.as_ref().map(|c| c.serial) {
+                    self.feed(s, Input::AutomaticStop(cease.clone()));
+                }
+                self.feed(self.primary.serial, Input::AutomaticStop(cease));
+            }
             Command::RouteRefresh(family) => {
                 let ok = self.primary.fsm.state() == State::Established
                     && self

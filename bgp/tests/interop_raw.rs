@@ -538,3 +538,29 @@ fn dual_stack_listener_dispatches_ipv4_peers() {
         assert_eq!(est.remote_addr.ip(), IpAddr::V4(PEER));
     });
 }
+
+/// The speaker's max-prefix action: AutomaticStop with Cease 6/1 and its RFC 4486 data; the
+/// session stays down (no automatic restart) until started again.
+#[test]
+fn automatic_stop_for_max_prefix_stays_down_until_started() {
+    in_netns(&[], || async {
+        let (h, mut rx, _l, mut raw) = established_raw(65002, 90).await;
+        let cease = bgp::fsm::Cease {
+            subcode: bgp::fsm::CeaseSubcode::MaxPrefixesReached,
+            data: bgp::policy::max_prefix_cease_data(1, 1, 10),
+        };
+        h.automatic_stop(cease.clone());
+        match raw.recv_non_keepalive(SECS).await {
+            Some(Message::Notification(n)) => {
+                assert_eq!((n.error.code(), n.error.subcode()), (6, 1));
+                assert_eq!(n.data.to_vec(), cease.data);
+            }
+            other => panic!("expected Cease 6/1, got {other:?}"),
+        }
+        expect_down(&mut rx, DownReason::Stopped(cease)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(h.status().state, State::Idle);
+        h.start();
+        assert!(h.wait_for(State::Active, SECS).await);
+    });
+}
