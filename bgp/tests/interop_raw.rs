@@ -564,3 +564,28 @@ fn automatic_stop_for_max_prefix_stays_down_until_started() {
         assert!(h.wait_for(State::Active, SECS).await);
     });
 }
+
+/// Outgoing connections come from the configured source address and go to the configured
+/// port.
+#[test]
+fn connects_from_the_source_address() {
+    in_netns(&[], || async {
+        let l = TcpListener::bind((PEER, 1179)).await.unwrap();
+        let c = config(
+            "asn: 64512\nrouter_id: 127.0.0.1\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    port: 1179\n    source_address: 127.0.0.5\n",
+        );
+        let (tx, _rx) = mpsc::channel(8);
+        let _h = Session::spawn(c.peers[0].clone(), LocalConfig::from_config(&c), None, tx);
+        let (s, from) = tokio::time::timeout(SECS, l.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)));
+        let mut raw = RawPeer::new(s);
+        let Some(Message::Open(open)) = raw.recv(SECS).await else {
+            panic!("expected tabby's OPEN")
+        };
+        assert_eq!(open.asn(), 64512);
+        assert_eq!(open.bgp_identifier, TABBY);
+    });
+}
