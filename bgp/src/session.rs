@@ -1110,3 +1110,97 @@ async fn reader(mut r: OwnedReadHalf, id: u64, local_open: Open, tx: mpsc::Sende
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The task over real loopback sockets in the current namespace (no root needed); the
+    //! interop tests in `tests/interop_*.rs` cover the rest in their own namespaces.
+    use super::*;
+    use crate::packet::{AsPath, Capability, Ipv4Prefix, Origin};
+
+    const SECS: Duration = Duration::from_secs(10);
+
+    async fn recv(s: &mut TcpStream, buf: &mut BytesMut, ctx: &DecodeContext) -> Message {
+        loop {
+            if let Some(n) = frame_len(buf, ctx).unwrap() {
+                return Message::decode(&buf.split_to(n), ctx).unwrap();
+            }
+            let n = tokio::time::timeout(SECS, s.read_buf(buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "connection closed");
+        }
+    }
+
+    #[tokio::test]
+    async fn passive_session_establishes_and_exchanges_updates() {
+        let listener = Listener::bind(&["127.0.0.1:0".parse().unwrap()])
+            .await
+            .unwrap();
+        let port = listener.local_addrs()[0].port();
+        let c = Config::from_yaml(
+            "asn: 64512\nrouter_id: 192.0.2.1\npeers:\n  - address: 127.0.0.1\n    asn: 65002\n    passive: true\n",
+        )
+        .unwrap();
+        let incoming = listener.register(&c.peers[0]).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let h = Session::spawn(
+            c.peers[0].clone(),
+            LocalConfig::from_config(&c),
+            Some(incoming),
+            tx,
+        );
+        assert!(h.wait_for(State::Active, SECS).await);
+
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut buf = BytesMut::new();
+        let open = Open::new(
+            65002,
+            90,
+            Ipv4Addr::new(192, 0, 2, 2),
+            vec![Capability::FourOctetAsn(65002)],
+        );
+        let enc = EncodeContext::default();
+        s.write_all(&Message::Open(open.clone()).encode(&enc))
+            .await
+            .unwrap();
+        let Message::Open(theirs) = recv(&mut s, &mut buf, &DecodeContext::default()).await else {
+            panic!("expected an OPEN");
+        };
+        assert_eq!(theirs.asn(), 64512);
+        let ctx = DecodeContext::negotiated(&open, &theirs);
+        assert_eq!(recv(&mut s, &mut buf, &ctx).await, Message::Keepalive);
+        s.write_all(&Message::Keepalive.encode(&enc)).await.unwrap();
+        let SessionEventKind::Established(est) = rx.recv().await.unwrap().kind else {
+            panic!("expected Established");
+        };
+        assert_eq!(est.remote_open, open);
+        assert!(est.decode.four_octet_asn);
+
+        let mut u = Update {
+            nlri: vec![Ipv4Prefix::new(Ipv4Addr::new(198, 18, 0, 0), 26).unwrap()],
+            ..Update::default()
+        };
+        u.attributes.origin = Some(Origin::Igp);
+        u.attributes.as_path = Some(AsPath::from_sequence(vec![65002]));
+        u.attributes.next_hop = Some(Ipv4Addr::new(192, 0, 2, 2));
+        let enc = EncodeContext::from(&ctx);
+        s.write_all(&Message::Update(u.clone()).encode(&enc))
+            .await
+            .unwrap();
+        assert_eq!(
+            rx.recv().await.unwrap().kind,
+            SessionEventKind::Update(u.clone())
+        );
+
+        h.send(vec![u.clone()]);
+        assert_eq!(recv(&mut s, &mut buf, &ctx).await, Message::Update(u));
+
+        h.shutdown().await;
+        let Message::Notification(n) = recv(&mut s, &mut buf, &ctx).await else {
+            panic!("expected a NOTIFICATION");
+        };
+        assert_eq!((n.error.code(), n.error.subcode()), (6, 3));
+    }
+}
