@@ -4,9 +4,13 @@
 //! - [`packet`]: the wire codec (RFC 4271 §4, RFC 4760, RFC 6793, RFC 2918, RFC 4724, RFC 8654),
 //!   plain synchronous code over `bytes` and `nom`.
 //! - [`fsm`]: the per-peer session state machine (RFC 4271 §8), sans-IO.
+//! - [`session`]: the tokio task per peer that runs the FSMs over TCP, and the shared
+//!   [`session::Listener`]; [`sockopt`]: TCP MD5 and GTSM socket options.
 
 pub mod collision;
 pub mod config;
 pub mod fsm;
 pub mod packet;
 pub mod policy;
+pub mod session;
+pub mod sockopt;
