@@ -4,9 +4,15 @@
 //! - [`packet`]: the wire codec (RFC 4271 §4, RFC 4760, RFC 6793, RFC 2918, RFC 4724, RFC 8654),
 //!   plain synchronous code over `bytes` and `nom`.
 //! - [`fsm`]: the per-peer session state machine (RFC 4271 §8), sans-IO.
+//! - [`rib`]: Adj-RIB-In, Loc-RIB and Adj-RIB-Out, pure and synchronous, with the decision
+//!   process in [`decision`] and the advertisement rules (split horizon, route reflection,
+//!   next hop) in [`reflection`].
 
 pub mod collision;
 pub mod config;
+pub mod decision;
 pub mod fsm;
 pub mod packet;
 pub mod policy;
+pub mod reflection;
+pub mod rib;
