@@ -138,8 +138,10 @@ pub(crate) fn pack_announcements(
         .partition(|p| matches!(p, Prefix::V4(_)));
     match attrs.next_hop {
         IpAddr::V4(nh) if !v4.is_empty() => {
-            let mut base = Update::default();
-            base.attributes = attrs.attrs.clone();
+            let mut base = Update {
+                attributes: attrs.attrs.clone(),
+                ..Default::default()
+            };
             base.attributes.next_hop = Some(nh);
             let room = max.saturating_sub(encoded_len(&base, ctx)).max(5);
             for run in chunks(&v4, room, prefix_wire_len) {
@@ -155,8 +157,10 @@ pub(crate) fn pack_announcements(
             }
         }
         IpAddr::V6(global) if !v6.is_empty() => {
-            let mut base = Update::default();
-            base.attributes = attrs.attrs.clone();
+            let mut base = Update {
+                attributes: attrs.attrs.clone(),
+                ..Default::default()
+            };
             base.attributes.mp_reach = Some(MpReach {
                 afi_safi: AfiSafi::IPV6_UNICAST,
                 next_hop: MpNextHop::V6 {
