@@ -31,6 +31,7 @@
 //! The Adj-RIB-Out of a peer maps each advertised prefix to the interned attribute set it
 //! was sent with.
 
+mod import;
 mod pack;
 #[cfg(test)]
 mod tests;
@@ -493,94 +494,38 @@ impl Tables {
         }
     }
 
-    fn upsert(&mut self, p: Prefix, path: Path) -> Option<Path> {
+    /// Adds or replaces the path of `path.slot` for `p`, first noting the best path before
+    /// in `batch`; returns the replaced path. One hash lookup.
+    fn upsert(&mut self, p: Prefix, path: Path, batch: &mut Batch) -> Option<Path> {
+        let Tables { v4, v6, facts, .. } = self;
         match p {
-            Prefix::V4(p) => match self.v4.entry(p) {
-                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().upsert(path),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Dest::One(path));
-                    None
-                }
-            },
-            Prefix::V6(p) => match self.v6.entry(p) {
-                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().upsert(path),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Dest::One(path));
-                    None
-                }
-            },
+            Prefix::V4(k) => upsert_in(v4, facts, k, p, path, batch),
+            Prefix::V6(k) => upsert_in(v6, facts, k, p, path, batch),
         }
     }
 
-    fn remove(&mut self, p: Prefix, slot: u32, pred: impl Fn(&Path) -> bool) -> Option<Path> {
+    /// Removes the path of `slot` for `p` if `pred` holds for it, first noting the best path
+    /// before in `batch`.
+    fn remove(
+        &mut self,
+        p: Prefix,
+        slot: u32,
+        pred: impl Fn(&Path) -> bool,
+        batch: &mut Batch,
+    ) -> Option<Path> {
+        let Tables { v4, v6, facts, .. } = self;
         match p {
-            Prefix::V4(p) => remove_path(&mut self.v4, p, slot, pred),
-            Prefix::V6(p) => remove_path(&mut self.v6, p, slot, pred),
+            Prefix::V4(k) => remove_in(v4, facts, k, p, slot, pred, batch),
+            Prefix::V6(k) => remove_in(v6, facts, k, p, slot, pred, batch),
         }
-    }
-
-    fn candidate(&self, path: &Path) -> Candidate {
-        let f = &self.facts[path.slot as usize];
-        let a = &path.attrs.attrs;
-        let local = path.slot == LOCAL;
-        let as_path = a.as_path.as_ref();
-        Candidate {
-            local_pref: if f.ebgp {
-                100
-            } else {
-                a.local_pref.unwrap_or(100)
-            },
-            local,
-            as_path_len: as_path.map_or(0, AsPath::len_for_decision),
-            origin: a.origin.unwrap_or(Origin::Incomplete),
-            med: a.med.unwrap_or(0),
-            neighbor_as: as_path.and_then(AsPath::neighbor_as),
-            ebgp: f.ebgp,
-            bgp_id: a.originator_id.unwrap_or(f.router_id),
-            cluster_list_len: a.cluster_list.len(),
-            peer_addr: f.addr,
-        }
-    }
-
-    /// The decision process over the paths of `dest`: index of the best path, and the
-    /// multipath next hops.
-    fn select(&self, dest: &Dest) -> (usize, Vec<IpAddr>) {
-        let paths = dest.paths();
-        if paths.len() == 1 {
-            let p = &paths[0];
-            let nh = if p.slot == LOCAL {
-                Vec::new()
-            } else {
-                vec![p.attrs.next_hop]
-            };
-            return (0, nh);
-        }
-        let cands: Vec<Candidate> = paths.iter().map(|p| self.candidate(p)).collect();
-        let s = decision::select(&cands).expect("a destination has paths");
-        let mut nh: Vec<IpAddr> = if paths[s.best].slot == LOCAL {
-            Vec::new()
-        } else {
-            s.multipath
-                .iter()
-                .map(|&i| paths[i].attrs.next_hop)
-                .collect()
-        };
-        nh.sort();
-        nh.dedup();
-        (s.best, nh)
     }
 
     fn best(&self, p: &Prefix) -> Best {
-        let Some(dest) = self.dest(p) else {
-            return Best::NONE;
-        };
-        let (i, next_hops) = self.select(dest);
-        let path = &dest.paths()[i];
-        Best {
-            local: path.slot == LOCAL,
-            next_hops,
-            path: Some((path.slot, path.attrs.clone())),
-        }
+        self.dest(p).map_or(Best::NONE, |d| best_of(&self.facts, d))
+    }
+
+    fn select(&self, dest: &Dest) -> (usize, Vec<IpAddr>) {
+        select(&self.facts, dest)
     }
 
     /// Prefixes with a path of `slot` in `family` (all families when `None`) for which
@@ -613,6 +558,106 @@ impl Tables {
     }
 }
 
+fn candidate(facts: &[Facts], path: &Path) -> Candidate {
+    let f = &facts[path.slot as usize];
+    let a = &path.attrs.attrs;
+    let local = path.slot == LOCAL;
+    let as_path = a.as_path.as_ref();
+    Candidate {
+        local_pref: if f.ebgp {
+            100
+        } else {
+            a.local_pref.unwrap_or(100)
+        },
+        local,
+        as_path_len: as_path.map_or(0, AsPath::len_for_decision),
+        origin: a.origin.unwrap_or(Origin::Incomplete),
+        med: a.med.unwrap_or(0),
+        neighbor_as: as_path.and_then(AsPath::neighbor_as),
+        ebgp: f.ebgp,
+        bgp_id: a.originator_id.unwrap_or(f.router_id),
+        cluster_list_len: a.cluster_list.len(),
+        peer_addr: f.addr,
+    }
+}
+
+/// The decision process over the paths of `dest`: index of the best path, and the
+/// multipath next hops.
+fn select(facts: &[Facts], dest: &Dest) -> (usize, Vec<IpAddr>) {
+    let paths = dest.paths();
+    if paths.len() == 1 {
+        let p = &paths[0];
+        let nh = if p.slot == LOCAL {
+            Vec::new()
+        } else {
+            vec![p.attrs.next_hop]
+        };
+        return (0, nh);
+    }
+    let cands: Vec<Candidate> = paths.iter().map(|p| candidate(facts, p)).collect();
+    let s = decision::select(&cands).expect("a destination has paths");
+    let mut nh: Vec<IpAddr> = if paths[s.best].slot == LOCAL {
+        Vec::new()
+    } else {
+        s.multipath
+            .iter()
+            .map(|&i| paths[i].attrs.next_hop)
+            .collect()
+    };
+    nh.sort();
+    nh.dedup();
+    (s.best, nh)
+}
+
+/// The best path of a destination, as a batch compares it.
+fn best_of(facts: &[Facts], dest: &Dest) -> Best {
+    let (i, next_hops) = select(facts, dest);
+    let path = &dest.paths()[i];
+    Best {
+        local: path.slot == LOCAL,
+        next_hops,
+        path: Some((path.slot, path.attrs.clone())),
+    }
+}
+
+fn upsert_in<K: Hash + Eq + Copy>(
+    map: &mut FxMap<K, Dest>,
+    facts: &[Facts],
+    key: K,
+    prefix: Prefix,
+    path: Path,
+    batch: &mut Batch,
+) -> Option<Path> {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            batch.note(prefix, || best_of(facts, o.get()));
+            o.get_mut().upsert(path)
+        }
+        std::collections::hash_map::Entry::Vacant(v) => {
+            batch.note(prefix, || Best::NONE);
+            v.insert(Dest::One(path));
+            None
+        }
+    }
+}
+
+fn remove_in<K: Hash + Eq + Copy>(
+    map: &mut FxMap<K, Dest>,
+    facts: &[Facts],
+    key: K,
+    prefix: Prefix,
+    slot: u32,
+    pred: impl Fn(&Path) -> bool,
+    batch: &mut Batch,
+) -> Option<Path> {
+    let Some(dest) = map.get(&key) else {
+        batch.note(prefix, || Best::NONE);
+        return None;
+    };
+    batch.note(prefix, || best_of(facts, dest));
+    remove_path(map, key, slot, pred)
+}
+
 /// Per-peer state, kept while the peer is up and, for graceful restart, while it has stale
 /// routes.
 #[derive(Debug)]
@@ -640,9 +685,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn touch(&mut self, p: Prefix, t: &Tables) {
+    /// Records the best path of `p` before the batch changes it, the first time only.
+    fn note(&mut self, p: Prefix, before: impl FnOnce() -> Best) {
         if let std::collections::hash_map::Entry::Vacant(v) = self.before.entry(p) {
-            v.insert(t.best(&p));
+            v.insert(before());
             self.order.push(p);
         }
     }
@@ -651,6 +697,7 @@ impl Batch {
 /// Adj-RIBs-In, Loc-RIB and Adj-RIBs-Out of one speaker.
 pub struct Rib {
     local: LocalConfig,
+    import: import::ImportCheck,
     tables: Tables,
     /// Indexed by slot; `None` at slot 0 (this speaker).
     peers: Vec<Option<PeerState>>,
@@ -666,6 +713,7 @@ impl Rib {
             addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         Rib {
+            import: import::ImportCheck::new(&local.import),
             local,
             tables: Tables {
                 v4: FxMap::default(),
@@ -763,9 +811,20 @@ impl Rib {
             .chain(self.tables.v6.keys().map(|p| Prefix::V6(*p)))
             .filter(|p| st.info.families.contains(&afi_safi(p)))
             .collect();
+        let me = self.speaker();
         for p in prefixes {
             let best = self.tables.best(&p);
-            if let Some(a) = self.export_for(&best, slot, &st, &p, &mut memo) {
+            let export = export_for(
+                &self.local,
+                &me,
+                &mut self.tables,
+                &best,
+                slot,
+                &st,
+                &p,
+                &mut memo,
+            );
+            if let Some(a) = export {
                 out.announce(&a, p);
                 st.adj_rib_out.insert(p, a);
             }
@@ -877,8 +936,7 @@ impl Rib {
         let mut removed = 0;
         let mut stale = 0;
         for p in prefixes {
-            batch.touch(p, &self.tables);
-            if let Some(path) = self.tables.remove(p, slot, pred) {
+            if let Some(path) = self.tables.remove(p, slot, pred, batch) {
                 removed += 1;
                 stale += usize::from(path.stale);
                 batch.released.push(path.attrs);
@@ -960,8 +1018,7 @@ impl Rib {
         if !st.rejected.is_empty() && st.rejected.remove(&p) {
             return;
         }
-        batch.touch(p, &self.tables);
-        if let Some(old) = self.tables.remove(p, slot, |_| true) {
+        if let Some(old) = self.tables.remove(p, slot, |_| true, batch) {
             let st = self.state_mut(slot);
             st.accepted -= 1;
             st.stale -= usize::from(old.stale);
@@ -986,9 +1043,7 @@ impl Rib {
         });
         let import_all = self.state(slot).info.import_all;
         for p in prefixes {
-            let ok = !looped
-                && shared.is_some()
-                && self.local.import.check(&to_ipnet(&p), import_all).is_ok();
+            let ok = !looped && shared.is_some() && self.import.accepts(&p, import_all);
             if !ok {
                 self.withdraw_one(slot, p, batch);
                 self.state_mut(slot).rejected.insert(p);
@@ -998,13 +1053,12 @@ impl Rib {
             if !st.rejected.is_empty() {
                 st.rejected.remove(&p);
             }
-            batch.touch(p, &self.tables);
             let path = Path {
                 attrs: shared.clone().expect("checked"),
                 slot,
                 stale: false,
             };
-            match self.tables.upsert(p, path) {
+            match self.tables.upsert(p, path, batch) {
                 Some(old) => {
                     self.state_mut(slot).stale -= usize::from(old.stale);
                     batch.released.push(old.attrs);
@@ -1065,13 +1119,12 @@ impl Rib {
             next_hop,
         });
         let mut batch = Batch::default();
-        batch.touch(prefix, &self.tables);
         let path = Path {
             attrs,
             slot: LOCAL,
             stale: false,
         };
-        if let Some(old) = self.tables.upsert(prefix, path) {
+        if let Some(old) = self.tables.upsert(prefix, path, &mut batch) {
             batch.released.push(old.attrs);
         }
         self.finish(batch)
@@ -1080,8 +1133,7 @@ impl Rib {
     /// Stops announcing one of this node's prefixes.
     pub fn withdraw_origin(&mut self, prefix: Prefix) -> RibChanges {
         let mut batch = Batch::default();
-        batch.touch(prefix, &self.tables);
-        if let Some(old) = self.tables.remove(prefix, LOCAL, |_| true) {
+        if let Some(old) = self.tables.remove(prefix, LOCAL, |_| true, &mut batch) {
             batch.released.push(old.attrs);
         }
         self.finish(batch)
@@ -1209,65 +1261,6 @@ impl Rib {
             .flat_map(|st| st.adj_rib_out.iter().map(|(p, a)| (*p, &**a)))
     }
 
-    /// The attributes the best path `best` of `prefix` is advertised with to the peer in
-    /// `to` (whose state is `st`), or `None` when it is not advertised there.
-    fn export_for(
-        &mut self,
-        best: &Best,
-        to: u32,
-        st: &PeerState,
-        prefix: &Prefix,
-        memo: &mut ExportMemo,
-    ) -> Option<Arc<RouteAttrs>> {
-        let (from, attrs) = best.path.as_ref()?;
-        if *from == to || !st.info.families.contains(&afi_safi(prefix)) {
-            return None;
-        }
-        let to_facts = self.tables.facts[to as usize];
-        if to_facts.ebgp
-            && let Some(policy) = &self.local.export
-            && !policy.allows(&to_ipnet(prefix), PeerKind::External)
-        {
-            return None;
-        }
-        let key = (Arc::as_ptr(attrs) as usize, *from, to);
-        if let Some((_, out)) = memo.0.get(&key) {
-            return out.clone();
-        }
-        let from_facts = self.tables.facts[*from as usize];
-        let learned = if *from == LOCAL {
-            Learned::Local
-        } else if from_facts.ebgp {
-            Learned::Ebgp
-        } else if from_facts.rr_client && self.local.cluster_id.is_some() {
-            Learned::IbgpClient
-        } else {
-            Learned::IbgpNonClient
-        };
-        let target = Target {
-            ebgp: to_facts.ebgp,
-            rr_client: to_facts.rr_client,
-            next_hop: st.info.next_hop,
-            local_v4: st.info.local_v4,
-            local_v6: st.info.local_v6,
-        };
-        let out = if reflection::may_advertise(learned, &target, self.local.cluster_id.is_some()) {
-            reflection::export(
-                attrs,
-                learned,
-                from_facts.router_id,
-                &target,
-                &self.speaker(),
-                matches!(prefix, Prefix::V6(_)),
-            )
-            .map(|a| self.tables.interner.intern(a))
-        } else {
-            None
-        };
-        memo.0.insert(key, (attrs.clone(), out.clone()));
-        out
-    }
-
     /// Ends a batch: compares each touched prefix's best path with the one before, reports
     /// the changes, brings every Adj-RIB-Out up to date and packs the UPDATEs.
     fn finish(&mut self, mut batch: Batch) -> RibChanges {
@@ -1275,59 +1268,65 @@ impl Rib {
             peer_action: batch.action.take(),
             ..Default::default()
         };
+        let Rib {
+            local,
+            tables,
+            peers,
+            ..
+        } = self;
+        let me = Speaker {
+            asn: local.asn,
+            router_id: local.router_id,
+            cluster_id: local.cluster_id,
+        };
         let mut outgoing: Vec<Option<pack::Outgoing>> = Vec::new();
-        outgoing.resize_with(self.peers.len(), || None);
+        outgoing.resize_with(peers.len(), || None);
         let mut memo = ExportMemo::default();
         let order = std::mem::take(&mut batch.order);
         for p in order {
             let before = batch.before.remove(&p).unwrap_or(Best::NONE);
-            let after = self.tables.best(&p);
-            if before.local != after.local || before.next_hops != after.next_hops {
-                changes.best_changes.push(BestChange {
-                    prefix: p,
-                    next_hops: after.next_hops.clone(),
-                    local: after.local,
-                });
-            }
+            let mut after = tables.best(&p);
             let same_path = match (&before.path, &after.path) {
                 (None, None) => true,
                 (Some((s1, a1)), Some((s2, a2))) => s1 == s2 && Arc::ptr_eq(a1, a2),
                 _ => false,
             };
+            if before.local != after.local || before.next_hops != after.next_hops {
+                changes.best_changes.push(BestChange {
+                    prefix: p,
+                    next_hops: std::mem::take(&mut after.next_hops),
+                    local: after.local,
+                });
+            }
             if same_path {
                 continue;
             }
-            for (slot, out) in outgoing.iter_mut().enumerate().skip(1) {
-                let Some(mut st) = self.peers[slot].take() else {
+            for (slot, (st, out)) in peers.iter_mut().zip(outgoing.iter_mut()).enumerate() {
+                let Some(st) = st.as_mut().filter(|st| st.up && !st.stopped) else {
                     continue;
                 };
-                if st.up && !st.stopped {
-                    let want = self.export_for(&after, slot as u32, &st, &p, &mut memo);
-                    let out = out.get_or_insert_with(Default::default);
-                    match want {
-                        Some(a) => {
-                            let same = st.adj_rib_out.get(&p).is_some_and(|o| Arc::ptr_eq(o, &a));
-                            if !same {
-                                out.announce(&a, p);
-                                if let Some(old) = st.adj_rib_out.insert(p, a) {
-                                    batch.released.push(old);
-                                }
-                            }
+                let want = export_for(local, &me, tables, &after, slot as u32, st, &p, &mut memo);
+                match want {
+                    Some(a) => {
+                        if st.adj_rib_out.get(&p).is_some_and(|o| Arc::ptr_eq(o, &a)) {
+                            continue;
                         }
-                        None => {
-                            if let Some(old) = st.adj_rib_out.remove(&p) {
-                                out.withdraw(p);
-                                batch.released.push(old);
-                            }
+                        out.get_or_insert_with(Default::default).announce(&a, p);
+                        if let Some(old) = st.adj_rib_out.insert(p, a) {
+                            batch.released.push(old);
+                        }
+                    }
+                    None => {
+                        if let Some(old) = st.adj_rib_out.remove(&p) {
+                            out.get_or_insert_with(Default::default).withdraw(p);
+                            batch.released.push(old);
                         }
                     }
                 }
-                self.peers[slot] = Some(st);
             }
         }
-        for (slot, out) in outgoing.into_iter().enumerate() {
-            if let Some(out) = out.filter(|o| !o.is_empty()) {
-                let st = self.state(slot as u32);
+        for (st, out) in peers.iter().zip(outgoing) {
+            if let (Some(st), Some(out)) = (st, out.filter(|o| !o.is_empty())) {
                 changes
                     .to_send
                     .push((st.id, out.into_updates(&st.info.encode_context())));
@@ -1336,10 +1335,72 @@ impl Rib {
         drop(memo);
         drop(batch.before);
         while let Some(a) = batch.released.pop() {
-            self.tables.interner.release(a);
+            tables.interner.release(a);
         }
         changes
     }
+}
+
+/// The attributes the best path `best` of `prefix` is advertised with to the peer in slot
+/// `to` (whose state is `st`), or `None` when it is not advertised there.
+#[allow(clippy::too_many_arguments)]
+fn export_for(
+    local: &LocalConfig,
+    me: &Speaker,
+    tables: &mut Tables,
+    best: &Best,
+    to: u32,
+    st: &PeerState,
+    prefix: &Prefix,
+    memo: &mut ExportMemo,
+) -> Option<Arc<RouteAttrs>> {
+    let (from, attrs) = best.path.as_ref()?;
+    if *from == to || !st.info.families.contains(&afi_safi(prefix)) {
+        return None;
+    }
+    let to_facts = tables.facts[to as usize];
+    if to_facts.ebgp
+        && let Some(policy) = &local.export
+        && !policy.allows(&to_ipnet(prefix), PeerKind::External)
+    {
+        return None;
+    }
+    let key = (Arc::as_ptr(attrs) as usize, *from, to);
+    if let Some((_, out)) = memo.0.get(&key) {
+        return out.clone();
+    }
+    let from_facts = tables.facts[*from as usize];
+    let learned = if *from == LOCAL {
+        Learned::Local
+    } else if from_facts.ebgp {
+        Learned::Ebgp
+    } else if from_facts.rr_client && local.cluster_id.is_some() {
+        Learned::IbgpClient
+    } else {
+        Learned::IbgpNonClient
+    };
+    let target = Target {
+        ebgp: to_facts.ebgp,
+        rr_client: to_facts.rr_client,
+        next_hop: st.info.next_hop,
+        local_v4: st.info.local_v4,
+        local_v6: st.info.local_v6,
+    };
+    let out = if reflection::may_advertise(learned, &target, local.cluster_id.is_some()) {
+        reflection::export(
+            attrs,
+            learned,
+            from_facts.router_id,
+            &target,
+            me,
+            matches!(prefix, Prefix::V6(_)),
+        )
+        .map(|a| tables.interner.intern(a))
+    } else {
+        None
+    };
+    memo.0.insert(key, (attrs.clone(), out.clone()));
+    out
 }
 
 /// Export results within one batch: (attribute set address, from slot, to slot) → result.
