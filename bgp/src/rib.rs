@@ -20,16 +20,20 @@
 //!
 //! # Storage
 //!
-//! Built for a million routes: each prefix has one entry in a per-family hash map, and the
-//! candidate paths of a prefix sit inline in that entry (one path needs no allocation of
-//! its own). A path is a shared, interned attribute set ([`Arc<RouteAttrs>`]; all NLRI of an
-//! UPDATE share one, as do equal sets across UPDATEs), the peer's slot and a stale flag. The
-//! Adj-RIB-In of a peer is the set of paths with its slot: it is not stored a second time,
-//! so operations over one peer's routes (session down, End-of-RIB sweep) walk the Loc-RIB,
-//! which is O(routes) per such event, while `receive` is O(prefixes in the UPDATE). Prefixes
-//! a peer sent that policy refused are kept in a set of their own per peer, for the counts.
-//! The Adj-RIB-Out of a peer maps each advertised prefix to the interned attribute set it
-//! was sent with.
+//! Built for a million routes. Each prefix is one 16-octet bucket in a per-family hash map
+//! (FxHash): the 5-octet prefix and an 8-octet [`Dest`], which is the prefix's single
+//! candidate path inline — attribute set id, peer slot, stale flag — or, for the few
+//! prefixes with several paths, the index of their list. Attribute sets are interned in an
+//! [`AttrTable`] with plain reference counts: all NLRI of an UPDATE share one, as do equal
+//! sets across UPDATEs, and no atomic operation happens per route. The Adj-RIB-In of a peer
+//! is the set of paths with its slot: it is not stored a second time, so operations over
+//! one peer's routes (session down, End-of-RIB sweep, stale marking) walk the Loc-RIB, which
+//! is O(routes) per such event, while `receive` is O(prefixes in the UPDATE). Prefixes a
+//! peer sent that were refused are kept in a set of their own per peer, for the counts. The
+//! Adj-RIB-Out of a peer maps each advertised prefix to the attribute set id it was sent
+//! with; a route is sent again only when that id changes.
+//!
+//! Limits: 65,535 peers at once (slots are `u16`), 2^32 distinct attribute sets.
 
 mod import;
 mod pack;
@@ -350,104 +354,188 @@ pub(crate) type FxMap<K, V> = HashMap<K, V, FxBuild>;
 type FxSet<K> = HashSet<K, FxBuild>;
 
 /// Slot of the local pseudo-peer (originated routes).
-const LOCAL: u32 = 0;
+const LOCAL: u16 = 0;
 
-/// One candidate path of a prefix: 16 octets.
-#[derive(Debug, Clone)]
+/// Index of an interned attribute set in [`AttrTable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct AttrId(u32);
+
+/// One candidate path of a prefix: 8 octets.
+#[derive(Debug, Clone, Copy)]
 struct Path {
-    attrs: Arc<RouteAttrs>,
-    slot: u32,
+    attrs: AttrId,
+    slot: u16,
     stale: bool,
 }
 
-/// The candidate paths of one prefix (the union of the Adj-RIBs-In for it), never empty.
-#[derive(Debug)]
+/// The candidate paths of one prefix (the union of the Adj-RIBs-In for it), never empty:
+/// the path itself when there is one, else the index of its list in [`Multi`]. 8 octets, so
+/// a hash map bucket with the prefix is 16.
+#[derive(Debug, Clone, Copy)]
 enum Dest {
     One(Path),
-    // Boxed so that the enum stays one pointer plus the niche in `Path::stale`: 16 octets
-    // a prefix instead of 24, for the common single-path case.
-    #[allow(clippy::box_collection)]
-    Many(Box<Vec<Path>>),
+    Many(u32),
 }
 
-impl Dest {
-    fn paths(&self) -> &[Path] {
-        match self {
-            Dest::One(p) => std::slice::from_ref(p),
-            Dest::Many(v) => v,
+/// The path lists of the prefixes that have more than one path.
+#[derive(Debug, Default)]
+struct Multi {
+    lists: Vec<Vec<Path>>,
+    free: Vec<u32>,
+}
+
+impl Multi {
+    fn alloc(&mut self, v: Vec<Path>) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.lists[i as usize] = v;
+                i
+            }
+            None => {
+                self.lists.push(v);
+                (self.lists.len() - 1) as u32
+            }
         }
     }
 
-    fn paths_mut(&mut self) -> &mut [Path] {
+    fn release(&mut self, i: u32) {
+        self.lists[i as usize] = Vec::new();
+        self.free.push(i);
+    }
+}
+
+impl Dest {
+    fn paths<'a>(&'a self, m: &'a Multi) -> &'a [Path] {
         match self {
-            Dest::One(p) => std::slice::from_mut(p),
-            Dest::Many(v) => v,
+            Dest::One(p) => std::slice::from_ref(p),
+            Dest::Many(i) => &m.lists[*i as usize],
         }
     }
 
     /// Adds the path, or replaces the one from the same slot (returned).
-    fn upsert(&mut self, path: Path) -> Option<Path> {
-        if let Some(p) = self.paths_mut().iter_mut().find(|p| p.slot == path.slot) {
-            return Some(std::mem::replace(p, path));
-        }
+    fn upsert(&mut self, m: &mut Multi, path: Path) -> Option<Path> {
         match self {
+            Dest::One(p) if p.slot == path.slot => Some(std::mem::replace(p, path)),
             Dest::One(p) => {
-                let first = p.clone();
-                *self = Dest::Many(Box::new(vec![first, path]));
+                let i = m.alloc(vec![*p, path]);
+                *self = Dest::Many(i);
+                None
             }
-            Dest::Many(v) => v.push(path),
+            Dest::Many(i) => {
+                let v = &mut m.lists[*i as usize];
+                match v.iter_mut().find(|p| p.slot == path.slot) {
+                    Some(p) => Some(std::mem::replace(p, path)),
+                    None => {
+                        v.push(path);
+                        None
+                    }
+                }
+            }
         }
-        None
     }
 }
 
 /// Removes the path of `slot` (if `pred` holds for it); drops the entry when it was the last.
 fn remove_path<K: Hash + Eq + Copy>(
     map: &mut FxMap<K, Dest>,
+    m: &mut Multi,
     key: K,
-    slot: u32,
+    slot: u16,
     pred: impl Fn(&Path) -> bool,
 ) -> Option<Path> {
     let dest = map.get_mut(&key)?;
-    match dest {
-        Dest::One(p) if p.slot == slot && pred(p) => match map.remove(&key) {
-            Some(Dest::One(p)) => Some(p),
-            _ => None,
-        },
+    match *dest {
+        Dest::One(p) if p.slot == slot && pred(&p) => {
+            map.remove(&key);
+            Some(p)
+        }
         Dest::One(_) => None,
-        Dest::Many(v) => {
-            let i = v.iter().position(|p| p.slot == slot && pred(p))?;
-            let removed = v.swap_remove(i);
+        Dest::Many(i) => {
+            let v = &mut m.lists[i as usize];
+            let j = v.iter().position(|p| p.slot == slot && pred(p))?;
+            let removed = v.swap_remove(j);
             if v.len() == 1 {
-                let last = v.pop().expect("one left");
-                *dest = Dest::One(last);
+                *dest = Dest::One(v[0]);
+                m.release(i);
             }
             Some(removed)
         }
     }
 }
 
-/// Interned attribute sets, so equal ones are stored once.
+/// Interned attribute sets, each stored once, with plain reference counts (paths and
+/// Adj-RIB-Out entries): no atomic operation per route. A set whose count drops to zero is
+/// freed only at the end of the batch ([`AttrTable::collect`]), so an [`AttrId`] keeps its
+/// meaning for the whole batch.
 #[derive(Default)]
-struct Interner {
-    set: FxSet<Arc<RouteAttrs>>,
+struct AttrTable {
+    sets: Vec<Option<Arc<RouteAttrs>>>,
+    refs: Vec<u32>,
+    index: FxMap<Arc<RouteAttrs>, u32>,
+    free: Vec<u32>,
+    unused: Vec<u32>,
 }
 
-impl Interner {
-    fn intern(&mut self, a: RouteAttrs) -> Arc<RouteAttrs> {
-        if let Some(x) = self.set.get(&a) {
-            return x.clone();
+impl AttrTable {
+    /// The id of `a`, stored if new (with no references yet).
+    fn intern(&mut self, a: RouteAttrs) -> AttrId {
+        if let Some(&i) = self.index.get(&a) {
+            return AttrId(i);
         }
-        let x = Arc::new(a);
-        self.set.insert(x.clone());
-        x
+        let a = Arc::new(a);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.sets[i as usize] = Some(a.clone());
+                self.refs[i as usize] = 0;
+                i
+            }
+            None => {
+                self.sets.push(Some(a.clone()));
+                self.refs.push(0);
+                (self.sets.len() - 1) as u32
+            }
+        };
+        self.index.insert(a, i);
+        self.unused.push(i);
+        AttrId(i)
     }
 
-    /// Forgets `a` if the caller's reference is the last one outside the interner.
-    fn release(&mut self, a: Arc<RouteAttrs>) {
-        if Arc::strong_count(&a) == 2 {
-            self.set.remove(&*a);
+    fn arc(&self, id: AttrId) -> &Arc<RouteAttrs> {
+        self.sets[id.0 as usize]
+            .as_ref()
+            .expect("a referenced attribute set is live")
+    }
+
+    fn get(&self, id: AttrId) -> &RouteAttrs {
+        self.arc(id)
+    }
+
+    fn retain(&mut self, id: AttrId) {
+        self.refs[id.0 as usize] += 1;
+    }
+
+    fn release(&mut self, id: AttrId) {
+        let r = &mut self.refs[id.0 as usize];
+        *r -= 1;
+        if *r == 0 {
+            self.unused.push(id.0);
         }
+    }
+
+    /// Frees the sets nothing refers to any more.
+    fn collect(&mut self) {
+        while let Some(i) = self.unused.pop() {
+            if self.refs[i as usize] == 0
+                && let Some(a) = self.sets[i as usize].take()
+            {
+                self.index.remove(&a);
+                self.free.push(i);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
     }
 }
 
@@ -464,9 +552,17 @@ struct Facts {
 struct Tables {
     v4: FxMap<Ipv4Prefix, Dest>,
     v6: FxMap<Ipv6Prefix, Dest>,
+    multi: Multi,
     /// Indexed by slot; slot 0 is this speaker.
     facts: Vec<Facts>,
-    interner: Interner,
+    attrs: AttrTable,
+}
+
+/// What the decision process reads, borrowed apart from the prefix maps.
+#[derive(Clone, Copy)]
+struct Decide<'a> {
+    facts: &'a [Facts],
+    attrs: &'a AttrTable,
 }
 
 /// A best path as the batch compares it before and after.
@@ -475,7 +571,7 @@ struct Best {
     local: bool,
     next_hops: Vec<IpAddr>,
     /// Slot and attributes of the best path (None: no route).
-    path: Option<(u32, Arc<RouteAttrs>)>,
+    path: Option<(u16, AttrId)>,
 }
 
 impl Best {
@@ -495,48 +591,75 @@ impl Tables {
     }
 
     /// Adds or replaces the path of `path.slot` for `p`, first noting the best path before
-    /// in `batch`; returns the replaced path. One hash lookup.
+    /// in `batch`; returns the replaced path. One hash lookup. The caller keeps the
+    /// reference counts.
     fn upsert(&mut self, p: Prefix, path: Path, batch: &mut Batch) -> Option<Path> {
-        let Tables { v4, v6, facts, .. } = self;
+        let Tables {
+            v4,
+            v6,
+            multi,
+            facts,
+            attrs,
+        } = self;
+        let d = Decide { facts, attrs };
         match p {
-            Prefix::V4(k) => upsert_in(v4, facts, k, p, path, batch),
-            Prefix::V6(k) => upsert_in(v6, facts, k, p, path, batch),
+            Prefix::V4(k) => upsert_in(v4, multi, d, k, p, path, batch),
+            Prefix::V6(k) => upsert_in(v6, multi, d, k, p, path, batch),
         }
     }
 
     /// Removes the path of `slot` for `p` if `pred` holds for it, first noting the best path
-    /// before in `batch`.
+    /// before in `batch`. The caller keeps the reference counts.
     fn remove(
         &mut self,
         p: Prefix,
-        slot: u32,
+        slot: u16,
         pred: impl Fn(&Path) -> bool,
         batch: &mut Batch,
     ) -> Option<Path> {
-        let Tables { v4, v6, facts, .. } = self;
+        let Tables {
+            v4,
+            v6,
+            multi,
+            facts,
+            attrs,
+        } = self;
+        let d = Decide { facts, attrs };
         match p {
-            Prefix::V4(k) => remove_in(v4, facts, k, p, slot, pred, batch),
-            Prefix::V6(k) => remove_in(v6, facts, k, p, slot, pred, batch),
+            Prefix::V4(k) => remove_in(v4, multi, d, k, p, slot, pred, batch),
+            Prefix::V6(k) => remove_in(v6, multi, d, k, p, slot, pred, batch),
+        }
+    }
+
+    fn decide(&self) -> Decide<'_> {
+        Decide {
+            facts: &self.facts,
+            attrs: &self.attrs,
         }
     }
 
     fn best(&self, p: &Prefix) -> Best {
-        self.dest(p).map_or(Best::NONE, |d| best_of(&self.facts, d))
+        self.dest(p)
+            .map_or(Best::NONE, |d| best_of(self.decide(), &self.multi, d))
     }
 
     fn select(&self, dest: &Dest) -> (usize, Vec<IpAddr>) {
-        select(&self.facts, dest)
+        select(self.decide(), &self.multi, dest)
     }
 
     /// Prefixes with a path of `slot` in `family` (all families when `None`) for which
     /// `pred` holds.
     fn prefixes_of(
         &self,
-        slot: u32,
+        slot: u16,
         family: Option<AfiSafi>,
         pred: impl Fn(&Path) -> bool,
     ) -> Vec<Prefix> {
-        let has = |d: &Dest| d.paths().iter().any(|p| p.slot == slot && pred(p));
+        let has = |d: &Dest| {
+            d.paths(&self.multi)
+                .iter()
+                .any(|p| p.slot == slot && pred(p))
+        };
         let mut out = Vec::new();
         if family.is_none_or(|f| f == AfiSafi::IPV4_UNICAST) {
             out.extend(
@@ -556,12 +679,31 @@ impl Tables {
         }
         out
     }
+
+    /// Marks every path of `slot` stale; returns how many there are.
+    fn mark_stale(&mut self, slot: u16) -> usize {
+        let mut n = 0;
+        let mut mark = |p: &mut Path| {
+            if p.slot == slot {
+                p.stale = true;
+                n += 1;
+            }
+        };
+        for d in self.v4.values_mut().chain(self.v6.values_mut()) {
+            if let Dest::One(p) = d {
+                mark(p);
+            }
+        }
+        for v in &mut self.multi.lists {
+            v.iter_mut().for_each(&mut mark);
+        }
+        n
+    }
 }
 
-fn candidate(facts: &[Facts], path: &Path) -> Candidate {
-    let f = &facts[path.slot as usize];
-    let a = &path.attrs.attrs;
-    let local = path.slot == LOCAL;
+fn candidate(d: Decide<'_>, path: &Path) -> Candidate {
+    let f = &d.facts[usize::from(path.slot)];
+    let a = &d.attrs.get(path.attrs).attrs;
     let as_path = a.as_path.as_ref();
     Candidate {
         local_pref: if f.ebgp {
@@ -569,7 +711,7 @@ fn candidate(facts: &[Facts], path: &Path) -> Candidate {
         } else {
             a.local_pref.unwrap_or(100)
         },
-        local,
+        local: path.slot == LOCAL,
         as_path_len: as_path.map_or(0, AsPath::len_for_decision),
         origin: a.origin.unwrap_or(Origin::Incomplete),
         med: a.med.unwrap_or(0),
@@ -583,25 +725,25 @@ fn candidate(facts: &[Facts], path: &Path) -> Candidate {
 
 /// The decision process over the paths of `dest`: index of the best path, and the
 /// multipath next hops.
-fn select(facts: &[Facts], dest: &Dest) -> (usize, Vec<IpAddr>) {
-    let paths = dest.paths();
+fn select(d: Decide<'_>, m: &Multi, dest: &Dest) -> (usize, Vec<IpAddr>) {
+    let paths = dest.paths(m);
     if paths.len() == 1 {
         let p = &paths[0];
         let nh = if p.slot == LOCAL {
             Vec::new()
         } else {
-            vec![p.attrs.next_hop]
+            vec![d.attrs.get(p.attrs).next_hop]
         };
         return (0, nh);
     }
-    let cands: Vec<Candidate> = paths.iter().map(|p| candidate(facts, p)).collect();
+    let cands: Vec<Candidate> = paths.iter().map(|p| candidate(d, p)).collect();
     let s = decision::select(&cands).expect("a destination has paths");
     let mut nh: Vec<IpAddr> = if paths[s.best].slot == LOCAL {
         Vec::new()
     } else {
         s.multipath
             .iter()
-            .map(|&i| paths[i].attrs.next_hop)
+            .map(|&i| d.attrs.get(paths[i].attrs).next_hop)
             .collect()
     };
     nh.sort();
@@ -610,19 +752,20 @@ fn select(facts: &[Facts], dest: &Dest) -> (usize, Vec<IpAddr>) {
 }
 
 /// The best path of a destination, as a batch compares it.
-fn best_of(facts: &[Facts], dest: &Dest) -> Best {
-    let (i, next_hops) = select(facts, dest);
-    let path = &dest.paths()[i];
+fn best_of(d: Decide<'_>, m: &Multi, dest: &Dest) -> Best {
+    let (i, next_hops) = select(d, m, dest);
+    let path = &dest.paths(m)[i];
     Best {
         local: path.slot == LOCAL,
         next_hops,
-        path: Some((path.slot, path.attrs.clone())),
+        path: Some((path.slot, path.attrs)),
     }
 }
 
 fn upsert_in<K: Hash + Eq + Copy>(
     map: &mut FxMap<K, Dest>,
-    facts: &[Facts],
+    m: &mut Multi,
+    d: Decide<'_>,
     key: K,
     prefix: Prefix,
     path: Path,
@@ -630,8 +773,8 @@ fn upsert_in<K: Hash + Eq + Copy>(
 ) -> Option<Path> {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(mut o) => {
-            batch.note(prefix, || best_of(facts, o.get()));
-            o.get_mut().upsert(path)
+            batch.note(prefix, || best_of(d, m, o.get()));
+            o.get_mut().upsert(m, path)
         }
         std::collections::hash_map::Entry::Vacant(v) => {
             batch.note(prefix, || Best::NONE);
@@ -641,21 +784,21 @@ fn upsert_in<K: Hash + Eq + Copy>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn remove_in<K: Hash + Eq + Copy>(
     map: &mut FxMap<K, Dest>,
-    facts: &[Facts],
+    m: &mut Multi,
+    d: Decide<'_>,
     key: K,
     prefix: Prefix,
-    slot: u32,
+    slot: u16,
     pred: impl Fn(&Path) -> bool,
     batch: &mut Batch,
 ) -> Option<Path> {
-    let Some(dest) = map.get(&key) else {
-        batch.note(prefix, || Best::NONE);
-        return None;
-    };
-    batch.note(prefix, || best_of(facts, dest));
-    remove_path(map, key, slot, pred)
+    // Nothing there: nothing changes, nothing to note.
+    let dest = map.get(&key)?;
+    batch.note(prefix, || best_of(d, m, dest));
+    remove_path(map, m, key, slot, pred)
 }
 
 /// Per-peer state, kept while the peer is up and, for graceful restart, while it has stale
@@ -670,8 +813,17 @@ struct PeerState {
     accepted: usize,
     stale: usize,
     rejected: FxSet<Prefix>,
-    adj_rib_out: FxMap<Prefix, Arc<RouteAttrs>>,
+    adj_rib_out: FxMap<Prefix, AttrId>,
     max_prefix_warned: bool,
+}
+
+impl PeerState {
+    /// Empties the Adj-RIB-Out (the session is gone or starts over).
+    fn clear_adj_rib_out(&mut self, attrs: &mut AttrTable) {
+        for (_, id) in self.adj_rib_out.drain() {
+            attrs.release(id);
+        }
+    }
 }
 
 /// The prefixes an event touched, with their best path before it.
@@ -679,8 +831,6 @@ struct PeerState {
 struct Batch {
     before: FxMap<Prefix, Best>,
     order: Vec<Prefix>,
-    /// Attribute sets dropped during the batch, to let go of in the interner at the end.
-    released: Vec<Arc<RouteAttrs>>,
     action: Option<PeerAction>,
 }
 
@@ -699,9 +849,10 @@ pub struct Rib {
     local: LocalConfig,
     import: import::ImportCheck,
     tables: Tables,
-    /// Indexed by slot; `None` at slot 0 (this speaker).
+    /// Indexed by slot; `None` at slot 0 (this speaker) and at free slots.
     peers: Vec<Option<PeerState>>,
-    slots: HashMap<PeerId, u32>,
+    slots: HashMap<PeerId, u16>,
+    free_slots: Vec<u16>,
 }
 
 impl Rib {
@@ -718,11 +869,13 @@ impl Rib {
             tables: Tables {
                 v4: FxMap::default(),
                 v6: FxMap::default(),
+                multi: Multi::default(),
                 facts: vec![me],
-                interner: Interner::default(),
+                attrs: AttrTable::default(),
             },
             peers: vec![None],
             slots: HashMap::new(),
+            free_slots: Vec::new(),
         }
     }
 
@@ -738,12 +891,12 @@ impl Rib {
         }
     }
 
-    fn state(&self, slot: u32) -> &PeerState {
-        self.peers[slot as usize].as_ref().expect("live slot")
+    fn state(&self, slot: u16) -> &PeerState {
+        self.peers[usize::from(slot)].as_ref().expect("live slot")
     }
 
-    fn state_mut(&mut self, slot: u32) -> &mut PeerState {
-        self.peers[slot as usize].as_mut().expect("live slot")
+    fn state_mut(&mut self, slot: u16) -> &mut PeerState {
+        self.peers[usize::from(slot)].as_mut().expect("live slot")
     }
 
     /// The session with `id` reached Established with `info`. Returns the initial
@@ -752,6 +905,10 @@ impl Rib {
     /// graceful restart, its stale routes stay until [`Rib::end_of_rib`] or
     /// [`Rib::stale_timer_expired`] — unless it no longer has the capability, in which case
     /// they go now (RFC 4724 §4.2) and the changes that causes are in the result too.
+    ///
+    /// # Panics
+    ///
+    /// With more than 65,535 peers at once.
     pub fn peer_up(&mut self, id: PeerId, info: PeerInfo) -> RibChanges {
         let ebgp = info.asn != self.local.asn;
         let facts = Facts {
@@ -763,22 +920,26 @@ impl Rib {
         let slot = match self.slots.get(&id) {
             Some(&s) => s,
             None => {
-                let s = self.peers.len() as u32;
-                self.peers.push(None);
-                self.tables.facts.push(facts);
+                let s = match self.free_slots.pop() {
+                    Some(s) => s,
+                    None => {
+                        let s = u16::try_from(self.peers.len()).expect("at most 65535 peers");
+                        self.peers.push(None);
+                        self.tables.facts.push(facts);
+                        s
+                    }
+                };
                 self.slots.insert(id, s);
                 s
             }
         };
         let mut batch = Batch::default();
-        let drop_stale = match &mut self.peers[slot as usize] {
+        let drop_stale = match &mut self.peers[usize::from(slot)] {
             Some(st) => {
                 // A second peer_up without peer_down: start over towards it.
                 st.up = false;
                 st.stopped = false;
-                batch
-                    .released
-                    .extend(std::mem::take(&mut st.adj_rib_out).into_values());
+                st.clear_adj_rib_out(&mut self.tables.attrs);
                 st.stale > 0 && info.graceful_restart.is_none()
             }
             None => false,
@@ -786,10 +947,10 @@ impl Rib {
         if drop_stale {
             self.remove_all(slot, None, true, &mut batch);
         }
-        self.tables.facts[slot as usize] = facts;
+        self.tables.facts[usize::from(slot)] = facts;
         let mut changes = self.finish(batch);
 
-        let old = self.peers[slot as usize].take();
+        let old = self.peers[usize::from(slot)].take();
         let mut st = PeerState {
             id,
             info,
@@ -825,13 +986,15 @@ impl Rib {
                 &mut memo,
             );
             if let Some(a) = export {
-                out.announce(&a, p);
+                out.announce(self.tables.attrs.arc(a), p);
+                self.tables.attrs.retain(a);
                 st.adj_rib_out.insert(p, a);
             }
         }
         let mut updates = out.into_updates(&st.info.encode_context());
         updates.extend(end_of_rib_updates(&st.info.families));
-        self.peers[slot as usize] = Some(st);
+        self.peers[usize::from(slot)] = Some(st);
+        self.tables.attrs.collect();
         changes.to_send.push((id, updates));
         changes
     }
@@ -845,31 +1008,16 @@ impl Rib {
         let Some(&slot) = self.slots.get(&id) else {
             return RibChanges::default();
         };
-        let Some(st) = self.peers[slot as usize].as_mut() else {
+        let Some(st) = self.peers[usize::from(slot)].as_mut() else {
             return RibChanges::default();
         };
         let mut batch = Batch::default();
         st.up = false;
         st.rejected = FxSet::default();
-        batch
-            .released
-            .extend(std::mem::take(&mut st.adj_rib_out).into_values());
+        st.clear_adj_rib_out(&mut self.tables.attrs);
         let keep = graceful && st.info.graceful_restart.is_some() && !st.stopped;
         if keep {
-            let mut stale = 0;
-            for d in self
-                .tables
-                .v4
-                .values_mut()
-                .chain(self.tables.v6.values_mut())
-            {
-                for p in d.paths_mut() {
-                    if p.slot == slot {
-                        p.stale = true;
-                        stale += 1;
-                    }
-                }
-            }
+            let stale = self.tables.mark_stale(slot);
             self.state_mut(slot).stale = stale;
         } else {
             self.remove_all(slot, None, false, &mut batch);
@@ -885,7 +1033,7 @@ impl Rib {
         let Some(&slot) = self.slots.get(&id) else {
             return RibChanges::default();
         };
-        if self.peers[slot as usize]
+        if self.peers[usize::from(slot)]
             .as_ref()
             .is_none_or(|st| st.stale == 0)
         {
@@ -902,7 +1050,7 @@ impl Rib {
         let Some(&slot) = self.slots.get(&id) else {
             return RibChanges::default();
         };
-        if self.peers[slot as usize].is_none() {
+        if self.peers[usize::from(slot)].is_none() {
             return RibChanges::default();
         }
         let mut batch = Batch::default();
@@ -912,21 +1060,23 @@ impl Rib {
         changes
     }
 
-    /// Drops the state of a peer that is down and has no routes left (its slot stays
-    /// reserved for its id).
-    fn forget_if_idle(&mut self, slot: u32) {
-        if self.peers[slot as usize]
+    /// Frees the slot of a peer that is down and has no routes left.
+    fn forget_if_idle(&mut self, slot: u16) {
+        let idle = self.peers[usize::from(slot)]
             .as_ref()
-            .is_some_and(|st| !st.up && st.accepted == 0)
-        {
-            self.peers[slot as usize] = None;
+            .filter(|st| !st.up && st.accepted == 0)
+            .map(|st| st.id);
+        if let Some(id) = idle {
+            self.peers[usize::from(slot)] = None;
+            self.slots.remove(&id);
+            self.free_slots.push(slot);
         }
     }
 
     /// Removes the paths of `slot` (only stale ones if `stale_only`) in `family` (or all).
     fn remove_all(
         &mut self,
-        slot: u32,
+        slot: u16,
         family: Option<AfiSafi>,
         stale_only: bool,
         batch: &mut Batch,
@@ -939,10 +1089,10 @@ impl Rib {
             if let Some(path) = self.tables.remove(p, slot, pred, batch) {
                 removed += 1;
                 stale += usize::from(path.stale);
-                batch.released.push(path.attrs);
+                self.tables.attrs.release(path.attrs);
             }
         }
-        if let Some(st) = self.peers[slot as usize].as_mut() {
+        if let Some(st) = self.peers[usize::from(slot)].as_mut() {
             st.accepted -= removed;
             st.stale -= stale;
         }
@@ -956,7 +1106,7 @@ impl Rib {
         let Some(&slot) = self.slots.get(&id) else {
             return RibChanges::default();
         };
-        match &self.peers[slot as usize] {
+        match &self.peers[usize::from(slot)] {
             Some(st) if st.up && !st.stopped => {}
             _ => return RibChanges::default(),
         }
@@ -978,19 +1128,12 @@ impl Rib {
             let mp = attrs.mp_reach.take();
             attrs.mp_unreach = None;
             let nlri = std::mem::take(&mut update.nlri);
-            let ebgp = self.tables.facts[slot as usize].ebgp;
-            let looped = reflection::input_loop(&attrs, ebgp, &self.speaker());
+            let ebgp = self.tables.facts[usize::from(slot)].ebgp;
+            let looped = reflection::input_loop(&attrs, ebgp, &self.speaker()).is_some();
             if !nlri.is_empty() {
                 let nh = v4_nh.map(IpAddr::V4);
                 let prefixes = nlri.into_iter().map(Prefix::V4);
-                self.announce(
-                    slot,
-                    attrs.clone(),
-                    nh,
-                    looped.is_some(),
-                    prefixes,
-                    &mut batch,
-                );
+                self.announce(slot, attrs.clone(), nh, looped, prefixes, &mut batch);
             }
             if let Some(mp) = mp
                 && self.state(slot).info.families.contains(&mp.afi_safi)
@@ -999,36 +1142,30 @@ impl Rib {
                     crate::packet::MpNextHop::V4(a) => IpAddr::V4(a),
                     crate::packet::MpNextHop::V6 { global, .. } => IpAddr::V6(global),
                 };
-                self.announce(
-                    slot,
-                    attrs,
-                    Some(nh),
-                    looped.is_some(),
-                    mp.nlri.into_iter(),
-                    &mut batch,
-                );
+                let prefixes = mp.nlri.into_iter();
+                self.announce(slot, attrs, Some(nh), looped, prefixes, &mut batch);
             }
             self.check_max_prefix(slot, family, &mut batch);
         }
         self.finish(batch)
     }
 
-    fn withdraw_one(&mut self, slot: u32, p: Prefix, batch: &mut Batch) {
+    fn withdraw_one(&mut self, slot: u16, p: Prefix, batch: &mut Batch) {
         let st = self.state_mut(slot);
         if !st.rejected.is_empty() && st.rejected.remove(&p) {
             return;
         }
         if let Some(old) = self.tables.remove(p, slot, |_| true, batch) {
+            self.tables.attrs.release(old.attrs);
             let st = self.state_mut(slot);
             st.accepted -= 1;
             st.stale -= usize::from(old.stale);
-            batch.released.push(old.attrs);
         }
     }
 
     fn announce(
         &mut self,
-        slot: u32,
+        slot: u16,
         attrs: PathAttributes,
         next_hop: Option<IpAddr>,
         looped: bool,
@@ -1036,43 +1173,41 @@ impl Rib {
         batch: &mut Batch,
     ) {
         let shared = next_hop.map(|nh| {
-            self.tables.interner.intern(RouteAttrs {
+            self.tables.attrs.intern(RouteAttrs {
                 attrs,
                 next_hop: nh,
             })
         });
         let import_all = self.state(slot).info.import_all;
         for p in prefixes {
-            let ok = !looped && shared.is_some() && self.import.accepts(&p, import_all);
-            if !ok {
+            let accepted = shared.filter(|_| !looped && self.import.accepts(&p, import_all));
+            let Some(id) = accepted else {
                 self.withdraw_one(slot, p, batch);
                 self.state_mut(slot).rejected.insert(p);
                 continue;
-            }
+            };
             let st = self.state_mut(slot);
             if !st.rejected.is_empty() {
                 st.rejected.remove(&p);
             }
             let path = Path {
-                attrs: shared.clone().expect("checked"),
+                attrs: id,
                 slot,
                 stale: false,
             };
+            self.tables.attrs.retain(id);
             match self.tables.upsert(p, path, batch) {
                 Some(old) => {
+                    self.tables.attrs.release(old.attrs);
                     self.state_mut(slot).stale -= usize::from(old.stale);
-                    batch.released.push(old.attrs);
                 }
                 None => self.state_mut(slot).accepted += 1,
             }
         }
-        if let Some(a) = shared {
-            batch.released.push(a);
-        }
     }
 
     /// RFC 4486: max-prefix after an UPDATE from the peer in `slot`.
-    fn check_max_prefix(&mut self, slot: u32, family: AfiSafi, batch: &mut Batch) {
+    fn check_max_prefix(&mut self, slot: u16, family: AfiSafi, batch: &mut Batch) {
         let st = self.state(slot);
         let verdict = check_max_prefix(st.accepted, st.info.max_prefix, st.info.max_prefix_action);
         match verdict {
@@ -1086,13 +1221,12 @@ impl Rib {
                 }
             }
             MaxPrefixVerdict::Stop { count, limit } => {
-                let st = self.state_mut(slot);
+                let Rib { peers, tables, .. } = self;
+                let st = peers[usize::from(slot)].as_mut().expect("live slot");
                 tracing::warn!(peer = %st.info.addr, count, limit, "max-prefix exceeded, stopping");
                 st.stopped = true;
                 st.rejected = FxSet::default();
-                batch
-                    .released
-                    .extend(std::mem::take(&mut st.adj_rib_out).into_values());
+                st.clear_adj_rib_out(&mut tables.attrs);
                 self.remove_all(slot, None, false, batch);
                 batch.action = Some(PeerAction::Stop(Cease {
                     subcode: CeaseSubcode::MaxPrefixesReached,
@@ -1109,7 +1243,7 @@ impl Rib {
             Prefix::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             Prefix::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
-        let attrs = self.tables.interner.intern(RouteAttrs {
+        let id = self.tables.attrs.intern(RouteAttrs {
             attrs: PathAttributes {
                 origin: Some(Origin::Igp),
                 as_path: Some(AsPath::default()),
@@ -1120,12 +1254,13 @@ impl Rib {
         });
         let mut batch = Batch::default();
         let path = Path {
-            attrs,
+            attrs: id,
             slot: LOCAL,
             stale: false,
         };
+        self.tables.attrs.retain(id);
         if let Some(old) = self.tables.upsert(prefix, path, &mut batch) {
-            batch.released.push(old.attrs);
+            self.tables.attrs.release(old.attrs);
         }
         self.finish(batch)
     }
@@ -1134,7 +1269,7 @@ impl Rib {
     pub fn withdraw_origin(&mut self, prefix: Prefix) -> RibChanges {
         let mut batch = Batch::default();
         if let Some(old) = self.tables.remove(prefix, LOCAL, |_| true, &mut batch) {
-            batch.released.push(old.attrs);
+            self.tables.attrs.release(old.attrs);
         }
         self.finish(batch)
     }
@@ -1143,11 +1278,7 @@ impl Rib {
     /// then End-of-RIB (RFC 7313 would bracket it; a plain End-of-RIB is what BIRD accepts
     /// too).
     pub fn route_refresh(&self, id: PeerId, family: AfiSafi) -> Vec<Update> {
-        let Some(st) = self
-            .slots
-            .get(&id)
-            .and_then(|&s| self.peers[s as usize].as_ref())
-        else {
+        let Some(st) = self.peer(id) else {
             return Vec::new();
         };
         if !st.up || !st.info.families.contains(&family) {
@@ -1156,7 +1287,7 @@ impl Rib {
         let mut out = pack::Outgoing::default();
         for (p, a) in &st.adj_rib_out {
             if afi_safi(p) == family {
-                out.announce(a, *p);
+                out.announce(self.tables.attrs.arc(*a), *p);
             }
         }
         let mut updates = out.into_updates(&st.info.encode_context());
@@ -1164,13 +1295,15 @@ impl Rib {
         updates
     }
 
+    fn peer(&self, id: PeerId) -> Option<&PeerState> {
+        self.slots
+            .get(&id)
+            .and_then(|&s| self.peers[usize::from(s)].as_ref())
+    }
+
     /// Prefix counts of a peer (zero for an unknown one).
     pub fn peer_counts(&self, id: PeerId) -> PeerCounts {
-        let Some(st) = self
-            .slots
-            .get(&id)
-            .and_then(|&s| self.peers[s as usize].as_ref())
-        else {
+        let Some(st) = self.peer(id) else {
             return PeerCounts::default();
         };
         PeerCounts {
@@ -1193,37 +1326,28 @@ impl Rib {
 
     /// Number of distinct attribute sets stored (interned).
     pub fn attribute_sets(&self) -> usize {
-        self.tables.interner.set.len()
+        self.tables.attrs.len()
     }
 
-    fn view<'a>(&'a self, p: &'a Path) -> RouteView<'a> {
+    fn view(&self, p: &Path) -> RouteView<'_> {
         RouteView {
             source: if p.slot == LOCAL {
                 RouteSource::Local
             } else {
-                RouteSource::Peer(self.slot_id(p.slot))
+                RouteSource::Peer(self.state(p.slot).id)
             },
-            attrs: &p.attrs,
+            attrs: self.tables.attrs.get(p.attrs),
             stale: p.stale,
         }
     }
 
-    fn slot_id(&self, slot: u32) -> PeerId {
-        self.peers[slot as usize]
-            .as_ref()
-            .map(|st| st.id)
-            .or_else(|| {
-                self.slots
-                    .iter()
-                    .find(|(_, s)| **s == slot)
-                    .map(|(id, _)| *id)
-            })
-            .expect("a path's slot has an id")
-    }
-
-    fn entry<'a>(&'a self, prefix: Prefix, dest: &'a Dest) -> LocRibEntry<'a> {
+    fn entry(&self, prefix: Prefix, dest: &Dest) -> LocRibEntry<'_> {
         let (best, next_hops) = self.tables.select(dest);
-        let paths: Vec<RouteView<'a>> = dest.paths().iter().map(|p| self.view(p)).collect();
+        let paths: Vec<RouteView<'_>> = dest
+            .paths(&self.tables.multi)
+            .iter()
+            .map(|p| self.view(p))
+            .collect();
         LocRibEntry {
             prefix,
             best: paths[best],
@@ -1254,11 +1378,11 @@ impl Rib {
 
     /// What was last advertised to a peer, in no particular order.
     pub fn adj_rib_out(&self, id: PeerId) -> impl Iterator<Item = (Prefix, &RouteAttrs)> + '_ {
-        self.slots
-            .get(&id)
-            .and_then(|&s| self.peers[s as usize].as_ref())
-            .into_iter()
-            .flat_map(|st| st.adj_rib_out.iter().map(|(p, a)| (*p, &**a)))
+        self.peer(id).into_iter().flat_map(|st| {
+            st.adj_rib_out
+                .iter()
+                .map(|(p, a)| (*p, self.tables.attrs.get(*a)))
+        })
     }
 
     /// Ends a batch: compares each touched prefix's best path with the one before, reports
@@ -1282,15 +1406,9 @@ impl Rib {
         let mut outgoing: Vec<Option<pack::Outgoing>> = Vec::new();
         outgoing.resize_with(peers.len(), || None);
         let mut memo = ExportMemo::default();
-        let order = std::mem::take(&mut batch.order);
-        for p in order {
+        for p in std::mem::take(&mut batch.order) {
             let before = batch.before.remove(&p).unwrap_or(Best::NONE);
             let mut after = tables.best(&p);
-            let same_path = match (&before.path, &after.path) {
-                (None, None) => true,
-                (Some((s1, a1)), Some((s2, a2))) => s1 == s2 && Arc::ptr_eq(a1, a2),
-                _ => false,
-            };
             if before.local != after.local || before.next_hops != after.next_hops {
                 changes.best_changes.push(BestChange {
                     prefix: p,
@@ -1298,28 +1416,30 @@ impl Rib {
                     local: after.local,
                 });
             }
-            if same_path {
+            if before.path == after.path {
                 continue;
             }
             for (slot, (st, out)) in peers.iter_mut().zip(outgoing.iter_mut()).enumerate() {
                 let Some(st) = st.as_mut().filter(|st| st.up && !st.stopped) else {
                     continue;
                 };
-                let want = export_for(local, &me, tables, &after, slot as u32, st, &p, &mut memo);
-                match want {
+                let slot = slot as u16;
+                match export_for(local, &me, tables, &after, slot, st, &p, &mut memo) {
                     Some(a) => {
-                        if st.adj_rib_out.get(&p).is_some_and(|o| Arc::ptr_eq(o, &a)) {
+                        if st.adj_rib_out.get(&p) == Some(&a) {
                             continue;
                         }
-                        out.get_or_insert_with(Default::default).announce(&a, p);
+                        out.get_or_insert_with(Default::default)
+                            .announce(tables.attrs.arc(a), p);
+                        tables.attrs.retain(a);
                         if let Some(old) = st.adj_rib_out.insert(p, a) {
-                            batch.released.push(old);
+                            tables.attrs.release(old);
                         }
                     }
                     None => {
                         if let Some(old) = st.adj_rib_out.remove(&p) {
                             out.get_or_insert_with(Default::default).withdraw(p);
-                            batch.released.push(old);
+                            tables.attrs.release(old);
                         }
                     }
                 }
@@ -1332,11 +1452,7 @@ impl Rib {
                     .push((st.id, out.into_updates(&st.info.encode_context())));
             }
         }
-        drop(memo);
-        drop(batch.before);
-        while let Some(a) = batch.released.pop() {
-            tables.interner.release(a);
-        }
+        tables.attrs.collect();
         changes
     }
 }
@@ -1349,28 +1465,28 @@ fn export_for(
     me: &Speaker,
     tables: &mut Tables,
     best: &Best,
-    to: u32,
+    to: u16,
     st: &PeerState,
     prefix: &Prefix,
     memo: &mut ExportMemo,
-) -> Option<Arc<RouteAttrs>> {
-    let (from, attrs) = best.path.as_ref()?;
-    if *from == to || !st.info.families.contains(&afi_safi(prefix)) {
+) -> Option<AttrId> {
+    let (from, attrs) = best.path?;
+    if from == to || !st.info.families.contains(&afi_safi(prefix)) {
         return None;
     }
-    let to_facts = tables.facts[to as usize];
+    let to_facts = tables.facts[usize::from(to)];
     if to_facts.ebgp
         && let Some(policy) = &local.export
         && !policy.allows(&to_ipnet(prefix), PeerKind::External)
     {
         return None;
     }
-    let key = (Arc::as_ptr(attrs) as usize, *from, to);
-    if let Some((_, out)) = memo.0.get(&key) {
-        return out.clone();
+    let key = (attrs, from, to);
+    if let Some(out) = memo.0.get(&key) {
+        return *out;
     }
-    let from_facts = tables.facts[*from as usize];
-    let learned = if *from == LOCAL {
+    let from_facts = tables.facts[usize::from(from)];
+    let learned = if from == LOCAL {
         Learned::Local
     } else if from_facts.ebgp {
         Learned::Ebgp
@@ -1388,25 +1504,22 @@ fn export_for(
     };
     let out = if reflection::may_advertise(learned, &target, local.cluster_id.is_some()) {
         reflection::export(
-            attrs,
+            tables.attrs.get(attrs),
             learned,
             from_facts.router_id,
             &target,
             me,
             matches!(prefix, Prefix::V6(_)),
         )
-        .map(|a| tables.interner.intern(a))
+        .map(|a| tables.attrs.intern(a))
     } else {
         None
     };
-    memo.0.insert(key, (attrs.clone(), out.clone()));
+    memo.0.insert(key, out);
     out
 }
 
-/// Export results within one batch: (attribute set address, from slot, to slot) → result.
-/// The input set is held so its address stays unique while the memo lives.
+/// Export results within one batch, by (attribute set, from slot, to slot). Attribute ids
+/// are stable within a batch ([`AttrTable::collect`] runs at its end).
 #[derive(Default)]
-struct ExportMemo(FxMap<MemoKey, (Arc<RouteAttrs>, Option<Arc<RouteAttrs>>)>);
-
-/// (attribute set address, from slot, to slot).
-type MemoKey = (usize, u32, u32);
+struct ExportMemo(FxMap<(AttrId, u16, u16), Option<AttrId>>);
