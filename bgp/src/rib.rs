@@ -21,10 +21,10 @@
 //! # Storage
 //!
 //! Built for a million routes. Each prefix is one 16-octet bucket in a per-family hash map
-//! (FxHash): the 5-octet prefix and an 8-octet [`Dest`], which is the prefix's single
+//! (FxHash): the 5-octet prefix and an 8-octet `Dest`, which is the prefix's single
 //! candidate path inline — attribute set id, peer slot, stale flag — or, for the few
 //! prefixes with several paths, the index of their list. Attribute sets are interned in an
-//! [`AttrTable`] with plain reference counts: all NLRI of an UPDATE share one, as do equal
+//! `AttrTable` with plain reference counts: all NLRI of an UPDATE share one, as do equal
 //! sets across UPDATEs, and no atomic operation happens per route. The Adj-RIB-In of a peer
 //! is the set of paths with its slot: it is not stored a second time, so operations over
 //! one peer's routes (session down, End-of-RIB sweep, stale marking) walk the Loc-RIB, which
