@@ -889,6 +889,15 @@ struct Batch {
 }
 
 impl Batch {
+    /// A batch for about `n` prefixes.
+    fn with_capacity(n: usize) -> Self {
+        Batch {
+            before: FxMap::with_capacity_and_hasher(n, Default::default()),
+            order: Vec::with_capacity(n),
+            action: None,
+        }
+    }
+
     /// Records the best path of `p` before the batch changes it, the first time only.
     fn note(&mut self, p: Prefix, before: impl FnOnce() -> Best) {
         if let std::collections::hash_map::Entry::Vacant(v) = self.before.entry(p) {
@@ -1167,7 +1176,15 @@ impl Rib {
         if let Some(family) = update.as_end_of_rib() {
             return self.end_of_rib(id, family);
         }
-        let mut batch = Batch::default();
+        let mut batch = Batch::with_capacity(
+            update.nlri.len()
+                + update.withdrawn.len()
+                + update
+                    .attributes
+                    .mp_reach
+                    .as_ref()
+                    .map_or(0, |r| r.nlri.len()),
+        );
         for p in update.withdrawals() {
             self.withdraw_one(slot, p, &mut batch);
         }

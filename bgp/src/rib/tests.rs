@@ -1086,3 +1086,61 @@ fn million_routes_sanity_figure() {
         rib.attribute_sets()
     );
 }
+
+#[test]
+fn route_refresh_resends_the_adj_rib_out() {
+    let mut rib = Rib::new(local(None));
+    rib.peer_up(E, ebgp(20, 65020));
+    rib.originate(pfx("198.18.4.0/26"));
+    rib.originate(pfx("198.18.4.64/26"));
+    let u = rib.route_refresh(E, AfiSafi::IPV4_UNICAST);
+    assert_eq!(u.len(), 2, "one packed UPDATE and End-of-RIB: {u:#?}");
+    assert_eq!(u[0].nlri.len(), 2);
+    assert_eq!(u[1].as_end_of_rib(), Some(AfiSafi::IPV4_UNICAST));
+    let mut out: Vec<Prefix> = rib.adj_rib_out(E).map(|(p, _)| p).collect();
+    out.sort();
+    assert_eq!(out, vec![pfx("198.18.4.0/26"), pfx("198.18.4.64/26")]);
+    assert!(
+        rib.route_refresh(PeerId(99), AfiSafi::IPV4_UNICAST)
+            .is_empty()
+    );
+}
+
+#[test]
+fn loc_rib_lists_every_path_with_its_source() {
+    let mut rib = Rib::new(local(None));
+    rib.peer_up(A, ibgp(9));
+    rib.peer_up(B, ibgp(10));
+    rib.originate(pfx("198.18.8.0/26"));
+    rib.receive(A, announce(&["198.18.8.0/26"], "192.0.2.9", &[]));
+    rib.receive(B, announce(&["198.18.9.0/26"], "192.0.2.10", &[]));
+    let mut entries: Vec<_> = rib.loc_rib().collect();
+    entries.sort_by_key(|e| e.prefix);
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].best.source, RouteSource::Local);
+    assert!(entries[0].next_hops.is_empty());
+    let mut sources: Vec<_> = entries[0].paths.iter().map(|p| p.source).collect();
+    sources.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(sources, vec![RouteSource::Local, RouteSource::Peer(A)]);
+    assert_eq!(entries[1].best.source, RouteSource::Peer(B));
+    assert_eq!(entries[1].best.attrs.next_hop, ip("192.0.2.10"));
+    assert_eq!(entries[1].next_hops, vec![ip("192.0.2.10")]);
+}
+
+#[test]
+fn slots_are_reused_after_a_peer_is_gone() {
+    let mut rib = Rib::new(local(None));
+    for round in 0..3u32 {
+        for n in 0..4u32 {
+            let id = PeerId(round * 10 + n);
+            rib.peer_up(id, ibgp(9 + n as u8));
+            rib.receive(id, announce(&["198.18.8.0/26"], "192.0.2.9", &[]));
+        }
+        for n in 0..4u32 {
+            rib.peer_down(PeerId(round * 10 + n), false);
+        }
+    }
+    assert!(rib.is_empty());
+    assert_eq!(rib.peers.len(), 5, "slot 0 and four reused ones");
+    assert_eq!(rib.attribute_sets(), 0);
+}
