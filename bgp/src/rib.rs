@@ -18,10 +18,27 @@
 //! hops (for felix), and an action for the session of the peer that sent the event, if any
 //! (max-prefix).
 //!
+//! # What the session layer does with it
+//!
+//! - Established → [`Rib::peer_up`] with the negotiated [`PeerInfo`]; send what comes back
+//!   for that peer (the table, then End-of-RIB per family: also the restarting-speaker side
+//!   of RFC 4724, see [`end_of_rib_updates`]).
+//! - Each decoded UPDATE → [`Rib::receive`] (End-of-RIB included). If `peer_action` is
+//!   [`PeerAction::Stop`], feed the Cease to the FSM as `Input::AutomaticStop`.
+//! - Session down → [`Rib::peer_down`], `graceful` when it went without a NOTIFICATION. For
+//!   a peer with the Graceful Restart capability, arm a timer for its Restart Time and call
+//!   [`Rib::stale_timer_expired`] when it fires; when the peer is back, keep a timer
+//!   running until its End-of-RIB (how long is the caller's choice; BIRD waits 360 s) and
+//!   call the same on expiry.
+//! - ROUTE-REFRESH → [`Rib::route_refresh`].
+//! - `to_send` goes to each peer in order; `best_changes` to felix; [`Rib::peer_counts`],
+//!   [`Rib::loc_rib`] and [`Rib::adj_rib_out`] to the status socket.
+//!
 //! # Storage
 //!
 //! Built for a million routes. Each prefix is one 16-octet bucket in a per-family hash map
-//! (FxHash): the 5-octet prefix and an 8-octet `Dest`, which is the prefix's single
+//! (IPv4 keys hashed for locality, see `V4Key`; IPv6 with FxHash): the prefix and an
+//! 8-octet `Dest`, which is the prefix's single
 //! candidate path inline — attribute set id, peer slot, stale flag — or, for the few
 //! prefixes with several paths, the index of their list. Attribute sets are interned in an
 //! `AttrTable` with plain reference counts: all NLRI of an UPDATE share one, as do equal
@@ -1552,7 +1569,8 @@ fn export_for(
     {
         return None;
     }
-    let key = (attrs, from, to);
+    let v6 = matches!(prefix, Prefix::V6(_));
+    let key = (attrs, from, to, v6);
     if let Some(out) = memo.0.get(&key) {
         return *out;
     }
@@ -1580,7 +1598,7 @@ fn export_for(
             from_facts.router_id,
             &target,
             me,
-            matches!(prefix, Prefix::V6(_)),
+            v6,
         )
         .map(|a| tables.attrs.intern(a))
     } else {
@@ -1590,7 +1608,8 @@ fn export_for(
     out
 }
 
-/// Export results within one batch, by (attribute set, from slot, to slot). Attribute ids
-/// are stable within a batch ([`AttrTable::collect`] runs at its end).
+/// Export results within one batch, by (attribute set, from slot, to slot, IPv6 prefix: the
+/// next hop rules depend on the family). Attribute ids are stable within a batch
+/// ([`AttrTable::collect`] runs at its end).
 #[derive(Default)]
-struct ExportMemo(FxMap<(AttrId, u16, u16), Option<AttrId>>);
+struct ExportMemo(FxMap<(AttrId, u16, u16, bool), Option<AttrId>>);

@@ -1144,3 +1144,24 @@ fn slots_are_reused_after_a_peer_is_gone() {
     assert_eq!(rib.peers.len(), 5, "slot 0 and four reused ones");
     assert_eq!(rib.attribute_sets(), 0);
 }
+
+#[test]
+fn ipv4_prefix_with_ipv6_next_hop_does_not_hide_the_ipv6_one() {
+    // RFC 8950-style IPv4 NLRI with an IPv6 next hop share the attribute set with an IPv6
+    // prefix; the export of one must not stand in for the other.
+    let mut rib = Rib::new(local(Some("192.0.2.100")));
+    let mut a = client(9);
+    a.import_all = true;
+    rib.peer_up(A, a);
+    let mut v4_over_v6 = announce6(&["2001:db8:1:8::/64"], "2001:db8::9", &[]);
+    if let Some(r) = v4_over_v6.attributes.mp_reach.as_mut() {
+        r.afi_safi = AfiSafi::IPV4_UNICAST;
+        r.nlri = vec![pfx("198.18.8.0/26")];
+    }
+    rib.receive(A, v4_over_v6);
+    rib.receive(A, announce6(&["2001:db8:1:8::/64"], "2001:db8::9", &[]));
+    assert_eq!(rib.len(), 2);
+    assert_eq!(rib.attribute_sets(), 1);
+    let c = rib.peer_up(B, client(10));
+    assert_eq!(announced_to(&c, B), vec![pfx("2001:db8:1:8::/64")]);
+}
