@@ -1085,6 +1085,14 @@ fn million_routes_sanity_figure() {
         elapsed.as_nanos() as f64 / f64::from(N),
         rib.attribute_sets()
     );
+    let start = std::time::Instant::now();
+    let c = rib.peer_down(E, false);
+    println!(
+        "1M /32 routes: session down withdraws them in {:.3} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(c.best_changes.len(), N as usize);
+    assert!(rib.is_empty());
 }
 
 #[test]
