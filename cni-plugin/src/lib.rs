@@ -5,3 +5,5 @@ pub mod error;
 pub mod spec;
 
 pub use error::{Error, Result};
+pub mod dataplane;
+pub mod netns;

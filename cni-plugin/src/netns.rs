@@ -1,0 +1,118 @@
+//! Running code inside a network namespace.
+//!
+//! `setns(2)` moves only the calling thread, and a netlink socket stays in the namespace it was
+//! created in. So each piece of work for a namespace runs on a thread of its own that joins the
+//! namespace first and opens its netlink socket there; the caller's thread never moves.
+
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use rtnetlink::Handle;
+
+/// An open network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`).
+#[derive(Debug)]
+pub struct NetNs {
+    file: File,
+    path: PathBuf,
+}
+
+/// Why a namespace could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NetNsError {
+    #[error("opening network namespace {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a network namespace: {source}")]
+    Setns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting a netlink connection: {0}")]
+    Netlink(std::io::Error),
+}
+
+impl NetNs {
+    pub fn open(path: &Path) -> Result<NetNs, NetNsError> {
+        let file = File::open(path).map_err(|source| NetNsError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(NetNs {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Runs `f` on a new thread that has joined this namespace, and waits for it.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetNsError> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: fd is an open namespace file owned by self for the whole call.
+                if unsafe { libc::setns(self.fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetNsError::Setns {
+                        path: self.path.clone(),
+                        source: std::io::Error::last_os_error(),
+                    });
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Runs `f` with a netlink handle whose socket lives in this namespace.
+    pub fn netlink<T, F, Fut>(&self, f: F) -> Result<T, NetNsError>
+    where
+        T: Send,
+        F: FnOnce(Handle) -> Fut + Send,
+        Fut: Future<Output = T>,
+    {
+        self.run(|| with_netlink(f))?
+    }
+}
+
+/// Runs `f` with a netlink handle in the calling thread's namespace, on a runtime of its own.
+pub fn with_netlink<T, F, Fut>(f: F) -> Result<T, NetNsError>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(NetNsError::Netlink)?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetNsError::Netlink)?;
+        let task = tokio::spawn(conn);
+        let out = f(handle).await;
+        task.abort();
+        Ok(out)
+    })
+}
+
+/// Writes a sysctl of the calling thread's network namespace (`net/ipv4/conf/eth0/forwarding`).
+pub fn write_sysctl(name: &str, value: &str) -> std::io::Result<()> {
+    let path = Path::new("/proc/sys").join(name);
+    std::fs::write(&path, value).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("writing {} = {value}: {e}", path.display()),
+        )
+    })
+}
