@@ -188,7 +188,7 @@ pub fn configure_pod(netns: &NetNs, ifname: &str, addrs: &[IpAddr]) -> Result<Po
             with_netlink(|h| async move {
                 let link = link_by_name(&h, ifname)
                     .await?
-                    .ok_or_else(|| rtnetlink::Error::RequestFailed)?;
+                    .ok_or(rtnetlink::Error::RequestFailed)?;
                 let index = link.header.index;
                 h.link()
                     .set(LinkUnspec::new_with_index(index).up().build())
