@@ -7,13 +7,38 @@
 //! `mod_revision` and Kubernetes' `resourceVersion` are). A watch from revision R delivers every
 //! change with a revision greater than R, exactly once and in order.
 
+pub mod conformance;
+pub mod dir;
 pub mod memory;
 
 use std::fmt;
+use std::sync::Arc;
 
 use api::{Key, Kind, Resource};
 use async_trait::async_trait;
+pub use dir::{DirDatastore, DirOptions};
 pub use memory::MemoryDatastore;
+
+/// The environment variable tabby's binaries read a datastore spec from (see [`open`]).
+pub const DATASTORE_ENV: &str = "TABBY_DATASTORE";
+
+/// Opens the datastore a spec names, as given to `--datastore` or in `TABBY_DATASTORE`:
+///
+/// - `dir:PATH` — the local-directory datastore in `PATH` (created if missing);
+/// - `memory:` — a fresh, empty in-memory datastore (for tests and dry runs).
+pub fn open(spec: &str) -> Result<Arc<dyn Datastore>, Error> {
+    let invalid = |reason: &str| Error::InvalidSpec {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    match spec.split_once(':') {
+        Some(("dir", "")) => Err(invalid("dir: needs a path, as in dir:/var/lib/tabby")),
+        Some(("dir", path)) => Ok(Arc::new(DirDatastore::open(path)?)),
+        Some(("memory", "")) => Ok(Arc::new(MemoryDatastore::new())),
+        Some(("memory", _)) => Err(invalid("memory: takes no argument")),
+        _ => Err(invalid("expected dir:PATH or memory:")),
+    }
+}
 
 /// A datastore revision. 0 means "before anything was written".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +98,11 @@ pub enum Error {
     Corrupt { what: String, reason: String },
     #[error("datastore unavailable: {0}")]
     Unavailable(String),
+    /// The backend cannot store a resource under this key.
+    #[error("{key}: cannot be stored: {reason}")]
+    InvalidKey { key: Key, reason: String },
+    #[error("datastore spec {spec:?}: {reason}")]
+    InvalidSpec { spec: String, reason: String },
 }
 
 /// One list: the items and the revision they were read at (watch from it to follow changes).
@@ -158,4 +188,24 @@ pub trait Datastore: Send + Sync {
     /// Changes to resources of `kind` (every kind when `None`) with a revision greater than
     /// `after`, in revision order, each exactly once.
     async fn watch(&self, kind: Option<Kind>, after: Revision) -> Result<Watch, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_parses_specs() {
+        assert!(open("memory:").is_ok());
+        for bad in ["", "memory:x", "dir:", "etcd:http://x", "/var/lib/tabby"] {
+            assert!(
+                matches!(open(bad), Err(Error::InvalidSpec { .. })),
+                "{bad:?} should be rejected"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("tabby-open-spec-{}", std::process::id()));
+        assert!(open(&format!("dir:{}", dir.display())).is_ok());
+        assert!(dir.join("log").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

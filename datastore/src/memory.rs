@@ -220,3 +220,26 @@ impl Datastore for MemoryDatastore {
         Ok(Watch::from_channel(rx))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::Subject;
+
+    struct Fresh(MemoryDatastore);
+
+    impl Subject for Fresh {
+        fn store(&self) -> &dyn Datastore {
+            &self.0
+        }
+
+        fn compact(&self, keep_after: Revision) -> Result<(), Error> {
+            self.0.compact(keep_after);
+            Ok(())
+        }
+    }
+
+    mod conformance {
+        crate::conformance_tests!(super::Fresh(super::MemoryDatastore::new()));
+    }
+}
