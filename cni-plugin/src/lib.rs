@@ -11,6 +11,7 @@ pub mod dataplane;
 pub mod delegate;
 pub mod endpoint;
 pub mod error;
+pub mod ipam_plugin;
 pub mod lock;
 pub mod log;
 pub mod netns;

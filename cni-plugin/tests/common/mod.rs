@@ -1,6 +1,8 @@
 //! Namespaces for tests: each test makes its own and removes them when it ends, pass or fail.
 #![allow(dead_code)]
 
+pub mod cni;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
