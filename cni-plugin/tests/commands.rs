@@ -99,7 +99,7 @@ fn every_command_in_every_version() {
         h.tabby("DEL", &cid, "web", Some(&pod), &with_prev).ok();
         drop(pod);
         h.tabby("DEL", &cid, "web", None, &conf).ok();
-        h.assert_clean();
+        h.assert_clean_eventually();
     }
 }
 

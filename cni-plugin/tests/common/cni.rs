@@ -249,6 +249,17 @@ impl Harness {
             .collect()
     }
 
+    /// As [`Harness::assert_clean`], after giving the kernel up to 5 s: links in a deleted
+    /// netns go away in the kernel's asynchronous namespace cleanup.
+    #[track_caller]
+    pub fn assert_clean_eventually(&self) {
+        let start = std::time::Instant::now();
+        while !self.cali_links().is_empty() && start.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.assert_clean();
+    }
+
     /// Nothing of any attachment is left: no link, route, allocation or endpoint.
     #[track_caller]
     pub fn assert_clean(&self) {
