@@ -72,6 +72,7 @@ impl Plugin for TabbyIpam {
         let ds = open(conf)?;
         let rt = runtime()?;
         let _lock = lock(conf)?;
+        tracing::debug!("IPAM ADD: datastore open, host lock held");
         let ipam = Ipam::new(ds);
         let held = rt
             .block_on(ipam.ips_by_handle(&handle))
@@ -98,6 +99,7 @@ impl Plugin for TabbyIpam {
                 return Err(ipam_error(e));
             }
         };
+        tracing::debug!("IPAM ADD: assigned");
         let nets: Vec<IpNet> = assigned.v4.iter().chain(&assigned.v6).copied().collect();
         Ok(result_of(&nets))
     }

@@ -12,7 +12,8 @@ pub fn init(conf: &NetConf) {
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_timer(tracing_subscriber::fmt::time::uptime());
     let file = conf.log_file_path.as_ref().and_then(|p| {
         if let Some(dir) = p.parent() {
             let _ = std::fs::create_dir_all(dir);

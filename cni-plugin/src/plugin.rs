@@ -48,6 +48,7 @@ impl AddStep {
 
 /// Test only: die here, as a `kill -9` would, when the config asks for it.
 fn fault_point(conf: &NetConf, step: AddStep) {
+    tracing::debug!(?step, "ADD step done");
     if conf.test_exit_after_step == Some(step as u32) {
         // SAFETY: _exit ends the process at once, running nothing; that is the point.
         unsafe { libc::_exit(137) };
@@ -134,6 +135,7 @@ impl<'a> Attachment<'a> {
         let mtu = conf.effective_mtu()?;
         let ds = open_datastore(conf)?;
         let rt = runtime()?;
+        tracing::debug!("ADD input checked, datastore open");
 
         let allocated = delegate::add(ipam, &inv.env.path, &inv.stdin)?;
         fault_point(conf, AddStep::Allocated);
@@ -169,6 +171,7 @@ impl<'a> Attachment<'a> {
         // Leftovers of an earlier ADD of this attachment that was killed.
         dataplane::delete_pod_link(netns, ifname)?;
         dataplane::delete_host_veth(&self.host_veth)?;
+        tracing::debug!("leftovers removed");
 
         let host_index = dataplane::create_veth(netns, &self.host_veth, ifname, mtu)?;
         fault_point(conf, AddStep::VethCreated);
@@ -265,7 +268,9 @@ impl<'a> Attachment<'a> {
         {
             dataplane::delete_pod_link(&netns, &inv.env.ifname)?;
         }
+        tracing::debug!("DEL: pod link gone");
         delegate::run(ipam, &inv.env.path, "DEL", &inv.stdin)?;
+        tracing::debug!("DEL: addresses released");
         let ds = open_datastore(&inv.conf)?;
         let rt = runtime()?;
         self.delete_endpoint(ds.as_ref(), &rt)

@@ -122,7 +122,7 @@ impl Harness {
         c
     }
 
-    /// Runs `plugin` with `command` in the node's netns.
+    /// Runs our `plugin` with `command` in the node's netns.
     pub fn exec(
         &self,
         plugin: &str,
@@ -132,14 +132,37 @@ impl Harness {
         args: &str,
         stdin: &[u8],
     ) -> Outcome {
+        self.exec_from(
+            &cni_path(),
+            plugin,
+            command,
+            container_id,
+            netns,
+            args,
+            stdin,
+        )
+    }
+
+    /// Runs `plugin` from the directory `cni_path` (also its CNI_PATH) in the node's netns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn exec_from(
+        &self,
+        cni_path: &Path,
+        plugin: &str,
+        command: &str,
+        container_id: &str,
+        netns: Option<&Path>,
+        args: &str,
+        stdin: &[u8],
+    ) -> Outcome {
         let node = File::open(self.node.ns.path()).unwrap();
         let fd = node.as_raw_fd();
-        let mut cmd = Command::new(cni_path().join(plugin));
+        let mut cmd = Command::new(cni_path.join(plugin));
         cmd.env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", container_id)
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", cni_path())
+            .env("CNI_PATH", cni_path)
             .env("CNI_ARGS", args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
