@@ -3,7 +3,6 @@
 //! pods; median and p99 per command, and the ratio. Run as root: `cargo bench -p cni-plugin`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;
