@@ -26,7 +26,7 @@ use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
-use crate::netns::{NetNs, with_netlink, write_sysctl};
+use crate::netns::{NetNs, write_sysctl};
 
 /// The route protocol number on every route tabby writes (Calico's felix uses 80 too): felix
 /// recognises the pod routes the CNI plugin added as its own by it, and never touches routes
@@ -116,152 +116,293 @@ fn netns_err(e: crate::netns::NetNsError) -> Error {
     Error::dataplane("entering network namespace", e)
 }
 
-/// Deletes the host veth `name` if it exists (a leftover of an ADD that was killed). Returns
-/// whether there was one.
-pub fn delete_host_veth(name: &str) -> Result<bool> {
-    with_netlink(|h| async move {
-        let Some(link) = link_by_name(&h, name).await? else {
-            return Ok(false);
-        };
-        match h.link().del(link.header.index).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
-            Err(e) => Err(e),
+/// Netlink handles on the node (the calling thread's namespace) and, when there is one, in the
+/// pod's namespace, driven from the calling thread. One command opens one session: a single
+/// runtime and two sockets, no matter how many steps it takes.
+pub struct Session<'a> {
+    rt: tokio::runtime::Runtime,
+    host: Handle,
+    pod: Option<(Handle, &'a NetNs)>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(netns: Option<&'a NetNs>) -> Result<Session<'a>> {
+        let pod_socket = netns
+            .map(crate::netns::route_socket_in)
+            .transpose()
+            .map_err(netns_err)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| Error::dataplane("starting the netlink runtime", e))?;
+        let (host, pod) = rt.block_on(async {
+            let (conn, host, _) = rtnetlink::new_connection()
+                .map_err(|e| Error::dataplane("opening a netlink socket on the node", e))?;
+            tokio::spawn(conn);
+            let pod = pod_socket.map(crate::netns::handle_from_socket);
+            Ok::<_, Error>((host, pod))
+        })?;
+        Ok(Session {
+            rt,
+            host,
+            pod: pod.zip(netns),
+        })
+    }
+
+    fn pod(&self) -> (&Handle, &'a NetNs) {
+        let (h, ns) = self.pod.as_ref().expect("session opened without a netns");
+        (h, ns)
+    }
+
+    /// Deletes the host veth `name` if it exists (a leftover of an ADD that was killed).
+    /// Returns whether there was one.
+    pub fn delete_host_veth(&self, name: &str) -> Result<bool> {
+        self.rt
+            .block_on(delete_link(&self.host, name))
+            .map_err(|e| Error::dataplane(format!("deleting host veth {name}"), e))
+    }
+
+    /// Deletes `ifname` inside the pod (its host peer and routes go with it). Returns whether
+    /// it existed.
+    pub fn delete_pod_link(&self, ifname: &str) -> Result<bool> {
+        let (h, ns) = self.pod();
+        self.rt.block_on(delete_link(h, ifname)).map_err(|e| {
+            Error::dataplane(format!("deleting {ifname} in {}", ns.path().display()), e)
+        })
+    }
+
+    /// Creates the veth pair: `host_name` on the node with [`HOST_VETH_MAC`], its peer
+    /// `pod_ifname` directly inside the pod's netns. Returns the host side's index.
+    ///
+    /// When either name is taken (an earlier ADD of this attachment was killed, or the pod was
+    /// recreated), the old links are deleted and the pair created again, as Calico does.
+    pub fn create_veth(&self, host_name: &str, pod_ifname: &str, mtu: u32) -> Result<u32> {
+        match self.try_create_veth(host_name, pod_ifname, mtu) {
+            Err((e, true)) => {
+                tracing::info!("{e}: replacing the leftover links");
+                self.delete_pod_link(pod_ifname)?;
+                self.delete_host_veth(host_name)?;
+                self.try_create_veth(host_name, pod_ifname, mtu)
+                    .map_err(|(e, _)| e)
+            }
+            r => r.map_err(|(e, _)| e),
         }
-    })
-    .map_err(netns_err)?
-    .map_err(|e| Error::dataplane(format!("deleting host veth {name}"), e))
+    }
+
+    /// As [`Session::create_veth`], without replacing; the flag says "a name was taken".
+    fn try_create_veth(
+        &self,
+        host_name: &str,
+        pod_ifname: &str,
+        mtu: u32,
+    ) -> Result<u32, (Error, bool)> {
+        let (_, netns) = self.pod();
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(pod_ifname.to_string())
+            .mtu(mtu)
+            .setns_by_fd(netns.fd())
+            .build();
+        let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(host_name.to_string())
+            .mtu(mtu)
+            .address(HOST_VETH_MAC.to_vec())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        let what = format!(
+            "creating veth {host_name} <-> {pod_ifname} in {}",
+            netns.path().display()
+        );
+        self.rt
+            .block_on(async {
+                self.host.link().add(msg).execute().await?;
+                let link = link_by_name(&self.host, host_name).await?;
+                Ok::<_, rtnetlink::Error>(link.map(|l| l.header.index))
+            })
+            .map_err(|e| {
+                let exists = is_errno(&e, libc::EEXIST);
+                (Error::dataplane(&what, e), exists)
+            })?
+            .ok_or_else(|| {
+                (
+                    Error::dataplane(&what, "link vanished after creation"),
+                    false,
+                )
+            })
+    }
+
+    /// Brings the pod side up with its addresses (/32, /128) and the routes via the gateway.
+    pub fn configure_pod(&self, ifname: &str, addrs: &[IpAddr]) -> Result<PodLink> {
+        let (h, netns) = self.pod();
+        let what = format!("configuring {ifname} in {}", netns.path().display());
+        if addrs.iter().any(IpAddr::is_ipv6) {
+            // The pod's IPv6 must be on, and the address usable at once (no DAD wait).
+            netns
+                .run(|| {
+                    write_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")?;
+                    write_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0")
+                })
+                .map_err(netns_err)?
+                .map_err(|e| Error::dataplane(&what, e))?;
+        }
+        self.rt
+            .block_on(configure_pod(h, ifname, addrs))
+            .map_err(|e| Error::dataplane(&what, e))?
+            .ok_or_else(|| Error::dataplane(&what, "link not found"))
+    }
+
+    /// Sysctls, link up and the host routes to the pod (`POD_IP/32 dev caliX scope link
+    /// proto 80`).
+    pub fn configure_host(&self, host_name: &str, host_index: u32, addrs: &[IpAddr]) -> Result<()> {
+        let what = format!("configuring host veth {host_name}");
+        let sysctl =
+            |k: String, v: &str| write_sysctl(&k, v).map_err(|e| Error::dataplane(&what, e));
+        if addrs.iter().any(IpAddr::is_ipv4) {
+            sysctl(format!("net/ipv4/conf/{host_name}/proxy_arp"), "1")?;
+            sysctl(format!("net/ipv4/neigh/{host_name}/proxy_delay"), "0")?;
+            sysctl(format!("net/ipv4/conf/{host_name}/forwarding"), "1")?;
+        }
+        if addrs.iter().any(IpAddr::is_ipv6) {
+            sysctl(format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
+            sysctl(format!("net/ipv6/conf/{host_name}/proxy_ndp"), "1")?;
+            sysctl(format!("net/ipv6/conf/{host_name}/forwarding"), "1")?;
+        }
+        self.rt
+            .block_on(async {
+                self.host
+                    .link()
+                    .set(LinkUnspec::new_with_index(host_index).up().build())
+                    .execute()
+                    .await?;
+                for addr in addrs {
+                    self.host
+                        .route()
+                        .add(host_route(*addr, host_index))
+                        .replace()
+                        .execute()
+                        .await?;
+                }
+                Ok(())
+            })
+            .map_err(|e: rtnetlink::Error| Error::dataplane(&what, e))
+    }
+
+    /// The pod side as the kernel has it, or `None` when `ifname` does not exist.
+    pub fn inspect_pod(&self, ifname: &str) -> Result<Option<PodLink>> {
+        let (h, netns) = self.pod();
+        self.rt.block_on(inspect_pod(h, ifname)).map_err(|e| {
+            Error::dataplane(format!("reading {ifname} in {}", netns.path().display()), e)
+        })
+    }
+
+    /// The host side as the kernel has it, or `None` when there is no link `name`.
+    pub fn inspect_host(&self, name: &str) -> Result<Option<HostLink>> {
+        self.rt
+            .block_on(async {
+                let Some(link) = link_by_name(&self.host, name).await? else {
+                    return Ok(None);
+                };
+                let index = link.header.index;
+                let routes = routes_via(&self.host, index)
+                    .await?
+                    .iter()
+                    .filter(|r| r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL))
+                    .filter_map(route_dst)
+                    .collect();
+                Ok(Some(HostLink {
+                    index,
+                    mac: link_mac(&link).unwrap_or_default(),
+                    routes,
+                }))
+            })
+            .map_err(|e: rtnetlink::Error| Error::dataplane(format!("reading host veth {name}"), e))
+    }
 }
 
-/// Creates the veth pair: `host_name` on the node with [`HOST_VETH_MAC`], its peer `pod_ifname`
-/// directly inside `netns`. Returns the host side's index.
-pub fn create_veth(netns: &NetNs, host_name: &str, pod_ifname: &str, mtu: u32) -> Result<u32> {
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(pod_ifname.to_string())
-        .mtu(mtu)
-        .setns_by_fd(netns.fd())
-        .build();
-    let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
-        .name(host_name.to_string())
-        .mtu(mtu)
-        .address(HOST_VETH_MAC.to_vec())
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .build();
-    let what = format!(
-        "creating veth {host_name} <-> {pod_ifname} in {}",
-        netns.path().display()
-    );
-    with_netlink(|h| async move {
-        h.link().add(msg).execute().await?;
-        let link = link_by_name(&h, host_name).await?;
-        Ok::<_, rtnetlink::Error>(link.map(|l| l.header.index))
-    })
-    .map_err(netns_err)?
-    .map_err(|e| Error::dataplane(&what, e))?
-    .ok_or_else(|| Error::dataplane(&what, "link vanished after creation"))
+async fn delete_link(h: &Handle, name: &str) -> Result<bool, rtnetlink::Error> {
+    let Some(link) = link_by_name(h, name).await? else {
+        return Ok(false);
+    };
+    match h.link().del(link.header.index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
-/// The pod side after [`configure_pod`].
+/// The pod side after [`Session::configure_pod`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodLink {
     pub index: u32,
     pub mac: String,
     pub mtu: u32,
     pub addrs: Vec<IpNet>,
-    /// (destination, gateway) of every route through the link.
+    /// (destination, gateway) of every route through the link, sorted.
     pub routes: Vec<(IpNet, Option<IpAddr>)>,
 }
 
-/// Brings the pod side up with its addresses (/32, /128) and the routes via the gateway.
-pub fn configure_pod(netns: &NetNs, ifname: &str, addrs: &[IpAddr]) -> Result<PodLink> {
-    let what = format!("configuring {ifname} in {}", netns.path().display());
-    let has_v6 = addrs.iter().any(IpAddr::is_ipv6);
-    netns
-        .run(|| {
-            if has_v6 {
-                // The pod's IPv6 must be on, and the address usable at once (no DAD wait).
-                write_sysctl(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")
-                    .map_err(|e| Error::dataplane(&what, e))?;
-                write_sysctl(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0")
-                    .map_err(|e| Error::dataplane(&what, e))?;
-            }
-            with_netlink(|h| async move {
-                let link = link_by_name(&h, ifname)
-                    .await?
-                    .ok_or(rtnetlink::Error::RequestFailed)?;
-                let index = link.header.index;
-                h.link()
-                    .set(LinkUnspec::new_with_index(index).up().build())
-                    .execute()
-                    .await?;
-                for addr in addrs {
-                    let prefix = if addr.is_ipv4() { 32 } else { 128 };
-                    let mut req = h.address().add(index, *addr, prefix).replace();
-                    req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
-                    req.execute().await?;
-                }
-                if addrs.iter().any(IpAddr::is_ipv4) {
-                    let gw = RouteMessageBuilder::<Ipv4Addr>::new()
-                        .destination_prefix(POD_GATEWAY_V4, 32)
-                        .output_interface(index)
-                        .scope(RouteScope::Link)
-                        .protocol(RouteProtocol::Boot)
-                        .build();
-                    h.route().add(gw).replace().execute().await?;
-                    let default = RouteMessageBuilder::<Ipv4Addr>::new()
-                        .gateway(POD_GATEWAY_V4)
-                        .output_interface(index)
-                        .protocol(RouteProtocol::Boot)
-                        .build();
-                    h.route().add(default).replace().execute().await?;
-                }
-                if has_v6 {
-                    let default = RouteMessageBuilder::<Ipv6Addr>::new()
-                        .gateway(host_veth_link_local())
-                        .output_interface(index)
-                        .protocol(RouteProtocol::Boot)
-                        .build();
-                    h.route().add(default).replace().execute().await?;
-                }
-                Ok(())
-            })
-            .map_err(netns_err)?
-            .map_err(|e: rtnetlink::Error| Error::dataplane(&what, e))
-        })
-        .map_err(netns_err)??;
-    inspect_pod(netns, ifname)?.ok_or_else(|| Error::dataplane(&what, "link vanished"))
-}
-
-/// Sysctls, link up and the host routes to the pod (`POD_IP/32 dev caliX scope link proto 80`).
-pub fn configure_host(host_name: &str, host_index: u32, addrs: &[IpAddr]) -> Result<()> {
-    let what = format!("configuring host veth {host_name}");
-    let sysctl = |k: String, v: &str| write_sysctl(&k, v).map_err(|e| Error::dataplane(&what, e));
+async fn configure_pod(
+    h: &Handle,
+    ifname: &str,
+    addrs: &[IpAddr],
+) -> Result<Option<PodLink>, rtnetlink::Error> {
+    let Some(link) = link_by_name(h, ifname).await? else {
+        return Ok(None);
+    };
+    let index = link.header.index;
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await?;
+    for addr in addrs {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        let mut req = h.address().add(index, *addr, prefix).replace();
+        req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        req.execute().await?;
+    }
+    let mut routes = Vec::new();
     if addrs.iter().any(IpAddr::is_ipv4) {
-        sysctl(format!("net/ipv4/conf/{host_name}/proxy_arp"), "1")?;
-        sysctl(format!("net/ipv4/neigh/{host_name}/proxy_delay"), "0")?;
-        sysctl(format!("net/ipv4/conf/{host_name}/forwarding"), "1")?;
+        let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(POD_GATEWAY_V4, 32)
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        h.route().add(gw).replace().execute().await?;
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(POD_GATEWAY_V4)
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        h.route().add(default).replace().execute().await?;
+        routes.push((IpNet::new(POD_GATEWAY_V4.into(), 32).expect("valid"), None));
+        routes.push((
+            IpNet::new(Ipv4Addr::UNSPECIFIED.into(), 0).expect("valid"),
+            Some(POD_GATEWAY_V4.into()),
+        ));
     }
     if addrs.iter().any(IpAddr::is_ipv6) {
-        sysctl(format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
-        sysctl(format!("net/ipv6/conf/{host_name}/proxy_ndp"), "1")?;
-        sysctl(format!("net/ipv6/conf/{host_name}/forwarding"), "1")?;
+        let default = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(host_veth_link_local())
+            .output_interface(index)
+            .protocol(RouteProtocol::Boot)
+            .build();
+        h.route().add(default).replace().execute().await?;
+        routes.push((
+            IpNet::new(Ipv6Addr::UNSPECIFIED.into(), 0).expect("valid"),
+            Some(host_veth_link_local().into()),
+        ));
     }
-    with_netlink(|h| async move {
-        h.link()
-            .set(LinkUnspec::new_with_index(host_index).up().build())
-            .execute()
-            .await?;
-        for addr in addrs {
-            h.route()
-                .add(host_route(*addr, host_index))
-                .replace()
-                .execute()
-                .await?;
-        }
-        Ok(())
-    })
-    .map_err(netns_err)?
-    .map_err(|e: rtnetlink::Error| Error::dataplane(&what, e))
+    routes.sort();
+    Ok(Some(PodLink {
+        index,
+        mac: link_mac(&link).unwrap_or_default(),
+        mtu: link_mtu(&link).unwrap_or_default(),
+        addrs: addrs
+            .iter()
+            .map(|a| IpNet::new(*a, if a.is_ipv4() { 32 } else { 128 }).expect("valid"))
+            .collect(),
+        routes,
+    }))
 }
 
 fn host_route(addr: IpAddr, index: u32) -> RouteMessage {
@@ -273,28 +414,6 @@ fn host_route(addr: IpAddr, index: u32) -> RouteMessage {
         .scope(RouteScope::Link)
         .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
         .build()
-}
-
-/// Deletes `ifname` inside `netns` (its host peer goes with it). Returns whether it existed.
-pub fn delete_pod_link(netns: &NetNs, ifname: &str) -> Result<bool> {
-    netns
-        .netlink(|h| async move {
-            let Some(link) = link_by_name(&h, ifname).await? else {
-                return Ok(false);
-            };
-            match h.link().del(link.header.index).execute().await {
-                Ok(()) => Ok(true),
-                Err(e) if is_errno(&e, libc::ENODEV) => Ok(false),
-                Err(e) => Err(e),
-            }
-        })
-        .map_err(netns_err)?
-        .map_err(|e| {
-            Error::dataplane(
-                format!("deleting {ifname} in {}", netns.path().display()),
-                e,
-            )
-        })
 }
 
 fn route_dst(r: &RouteMessage) -> Option<IpNet> {
@@ -344,60 +463,51 @@ async fn routes_via(h: &Handle, index: u32) -> Result<Vec<RouteMessage>, rtnetli
     Ok(out)
 }
 
-/// The pod side as the kernel has it, or `None` when `ifname` does not exist in `netns`.
-pub fn inspect_pod(netns: &NetNs, ifname: &str) -> Result<Option<PodLink>> {
-    netns
-        .netlink(|h| async move {
-            let Some(link) = link_by_name(&h, ifname).await? else {
-                return Ok(None);
-            };
-            let index = link.header.index;
-            let addrs: Vec<_> = h
-                .address()
-                .get()
-                .set_link_index_filter(index)
-                .execute()
-                .try_collect()
-                .await?;
-            let addrs = addrs
-                .iter()
-                .filter_map(|a| {
-                    let ip = a.attributes.iter().find_map(|x| match x {
-                        AddressAttribute::Address(ip) => Some(*ip),
-                        _ => None,
-                    })?;
-                    // Kernel-made link-local addresses are not ours.
-                    if let IpAddr::V6(v6) = ip
-                        && v6.is_unicast_link_local()
-                    {
-                        return None;
-                    }
-                    IpNet::new(ip, a.header.prefix_len).ok()
-                })
-                .collect();
-            let routes = routes_via(&h, index)
-                .await?
-                .iter()
-                .filter(|r| {
-                    !matches!(route_dst(r), Some(IpNet::V6(n)) if n.addr().is_unicast_link_local() || n.addr().is_multicast())
-                })
-                .filter_map(|r| Some((route_dst(r)?, route_gw(r))))
-                .collect();
-            Ok(Some(PodLink {
-                index,
-                mac: link_mac(&link).unwrap_or_default(),
-                mtu: link_mtu(&link).unwrap_or_default(),
-                addrs,
-                routes,
-            }))
+async fn inspect_pod(h: &Handle, ifname: &str) -> Result<Option<PodLink>, rtnetlink::Error> {
+    let Some(link) = link_by_name(h, ifname).await? else {
+        return Ok(None);
+    };
+    let index = link.header.index;
+    let addrs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await?;
+    let addrs = addrs
+        .iter()
+        .filter_map(|a| {
+            let ip = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })?;
+            // Kernel-made link-local addresses are not ours.
+            if let IpAddr::V6(v6) = ip
+                && v6.is_unicast_link_local()
+            {
+                return None;
+            }
+            IpNet::new(ip, a.header.prefix_len).ok()
         })
-        .map_err(netns_err)?
-        .map_err(|e: rtnetlink::Error| {
-            Error::dataplane(
-                format!("reading {ifname} in {}", netns.path().display()),
-                e,
-            )
+        .collect();
+    let mut routes: Vec<_> = routes_via(h, index)
+        .await?
+        .iter()
+        .filter(|r| {
+            !matches!(route_dst(r), Some(IpNet::V6(n))
+                if n.addr().is_unicast_link_local() || n.addr().is_multicast())
         })
+        .filter_map(|r| Some((route_dst(r)?, route_gw(r))))
+        .collect();
+    routes.sort();
+    Ok(Some(PodLink {
+        index,
+        mac: link_mac(&link).unwrap_or_default(),
+        mtu: link_mtu(&link).unwrap_or_default(),
+        addrs,
+        routes,
+    }))
 }
 
 /// The host side as the kernel has it.
@@ -407,28 +517,6 @@ pub struct HostLink {
     pub mac: String,
     /// Destinations of our (protocol [`ROUTE_PROTOCOL`]) routes through the link.
     pub routes: Vec<IpNet>,
-}
-
-pub fn inspect_host(name: &str) -> Result<Option<HostLink>> {
-    with_netlink(|h| async move {
-        let Some(link) = link_by_name(&h, name).await? else {
-            return Ok(None);
-        };
-        let index = link.header.index;
-        let routes = routes_via(&h, index)
-            .await?
-            .iter()
-            .filter(|r| r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL))
-            .filter_map(route_dst)
-            .collect();
-        Ok(Some(HostLink {
-            index,
-            mac: link_mac(&link).unwrap_or_default(),
-            routes,
-        }))
-    })
-    .map_err(netns_err)?
-    .map_err(|e: rtnetlink::Error| Error::dataplane(format!("reading host veth {name}"), e))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::future::Future;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use rtnetlink::Handle;
@@ -84,6 +84,30 @@ impl NetNs {
     {
         self.run(|| with_netlink(f))?
     }
+}
+
+/// A netlink route socket (bound, non-blocking) created inside `netns`: the socket stays in
+/// that namespace whichever thread later uses it, so one thread can drive both the node's and
+/// the pod's side without moving.
+pub fn route_socket_in(netns: &NetNs) -> Result<OwnedFd, NetNsError> {
+    netns
+        .run(|| {
+            let mut s = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
+            s.bind_auto()?;
+            s.set_non_blocking(true)?;
+            // SAFETY: into_raw_fd hands over sole ownership of the descriptor.
+            Ok(unsafe { OwnedFd::from_raw_fd(s.into_raw_fd()) })
+        })?
+        .map_err(NetNsError::Netlink)
+}
+
+/// A netlink handle over `fd` (from [`route_socket_in`]); must be called inside a runtime.
+pub fn handle_from_socket(fd: OwnedFd) -> Handle {
+    // SAFETY: fd is an open netlink socket we own; TokioSocket takes it over.
+    let socket = unsafe { rtnetlink::sys::TokioSocket::from_raw_fd(fd.into_raw_fd()) };
+    let (conn, handle, _) = rtnetlink::from_socket(socket);
+    tokio::spawn(conn);
+    handle
 }
 
 /// Runs `f` with a netlink handle in the calling thread's namespace, on a runtime of its own.

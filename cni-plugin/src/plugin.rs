@@ -14,7 +14,7 @@ use ipnet::IpNet;
 
 use crate::cli::{Invocation, Plugin, runtime};
 use crate::config::NetConf;
-use crate::dataplane::{self, HOST_VETH_MAC, POD_GATEWAY_V4};
+use crate::dataplane::{self, HOST_VETH_MAC, POD_GATEWAY_V4, Session};
 use crate::delegate;
 use crate::endpoint::{Identity, NETWORK_ANNOTATION};
 use crate::error::{Error, Result};
@@ -135,16 +135,28 @@ impl<'a> Attachment<'a> {
         let mtu = conf.effective_mtu()?;
         let ds = open_datastore(conf)?;
         let rt = runtime()?;
+        let dp = Session::new(Some(&netns))?;
         tracing::debug!("ADD input checked, datastore open");
 
-        let allocated = delegate::add(ipam, &inv.env.path, &inv.stdin)?;
+        // The IPAM plugin runs while the veth pair is made: the pair needs no address.
+        let allocation = delegate::start(ipam, &inv.env.path, "ADD", &inv.stdin)?;
+        let veth = dp.create_veth(&self.host_veth, &inv.env.ifname, mtu);
+        let allocated = match allocation.finish_add() {
+            Ok(a) => a,
+            Err(e) => {
+                if veth.is_ok() {
+                    self.remove_veth(&dp);
+                }
+                return Err(e);
+            }
+        };
         fault_point(conf, AddStep::Allocated);
         let ips: Vec<IpAddr> = allocated.ips.iter().map(|c| c.address.addr()).collect();
-        match self.plumb(&netns, &ips, mtu, ds.as_ref(), &rt) {
+        match veth.and_then(|host_index| self.plumb(&dp, host_index, &ips, mtu, ds.as_ref(), &rt)) {
             Ok(result) => Ok(result),
             Err(e) => {
                 tracing::warn!(container_id = %inv.env.container_id, "ADD failed, rolling back: {e}");
-                self.rollback(&netns, ds.as_ref(), &rt);
+                self.rollback(&dp, ds.as_ref(), &rt);
                 Err(e)
             }
         }
@@ -153,7 +165,8 @@ impl<'a> Attachment<'a> {
     /// Everything after allocation; on error the caller rolls back.
     fn plumb(
         &self,
-        netns: &NetNs,
+        dp: &Session<'_>,
+        host_index: u32,
         ips: &[IpAddr],
         mtu: u32,
         ds: &dyn Datastore,
@@ -168,16 +181,10 @@ impl<'a> Attachment<'a> {
                 conf.handle(&inv.env.container_id)
             )));
         }
-        // Leftovers of an earlier ADD of this attachment that was killed.
-        dataplane::delete_pod_link(netns, ifname)?;
-        dataplane::delete_host_veth(&self.host_veth)?;
-        tracing::debug!("leftovers removed");
-
-        let host_index = dataplane::create_veth(netns, &self.host_veth, ifname, mtu)?;
         fault_point(conf, AddStep::VethCreated);
-        let pod = dataplane::configure_pod(netns, ifname, ips)?;
+        let pod = dp.configure_pod(ifname, ips)?;
         fault_point(conf, AddStep::PodConfigured);
-        dataplane::configure_host(&self.host_veth, host_index, ips)?;
+        dp.configure_host(&self.host_veth, host_index, ips)?;
         fault_point(conf, AddStep::HostConfigured);
 
         let nets: Vec<IpNet> = ips.iter().copied().map(host_prefix).collect();
@@ -221,7 +228,13 @@ impl<'a> Attachment<'a> {
                     name: ifname.clone(),
                     mac: Some(pod.mac),
                     mtu: Some(mtu),
-                    sandbox: Some(netns.path().display().to_string()),
+                    sandbox: Some(
+                        inv.env
+                            .netns
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                    ),
                     ..Default::default()
                 },
             ],
@@ -238,16 +251,20 @@ impl<'a> Attachment<'a> {
         })
     }
 
+    fn remove_veth(&self, dp: &Session<'_>) {
+        if let Err(e) = dp.delete_pod_link(&self.inv.env.ifname) {
+            tracing::warn!("rollback: {e}");
+        }
+        if let Err(e) = dp.delete_host_veth(&self.host_veth) {
+            tracing::warn!("rollback: {e}");
+        }
+    }
+
     /// Undoes a failed ADD: the veth (and so its routes), the endpoint, the allocation. Each
     /// part is tried even when another fails; failures are logged, the ADD error is reported.
-    fn rollback(&self, netns: &NetNs, ds: &dyn Datastore, rt: &tokio::runtime::Runtime) {
+    fn rollback(&self, dp: &Session<'_>, ds: &dyn Datastore, rt: &tokio::runtime::Runtime) {
         let inv = self.inv;
-        if let Err(e) = dataplane::delete_pod_link(netns, &inv.env.ifname) {
-            tracing::warn!("rollback: {e}");
-        }
-        if let Err(e) = dataplane::delete_host_veth(&self.host_veth) {
-            tracing::warn!("rollback: {e}");
-        }
+        self.remove_veth(dp);
         if let Err(e) = self.delete_endpoint(ds, rt) {
             tracing::warn!("rollback: {e}");
         }
@@ -258,22 +275,29 @@ impl<'a> Attachment<'a> {
         }
     }
 
+    /// The IPAM plugin releases the addresses and the endpoint is deleted while the kernel
+    /// deletes the veth, which takes it tens of milliseconds.
     fn del(&self) -> Result<()> {
         let inv = self.inv;
         let ipam = ipam_type(&inv.conf)?;
+        let release = delegate::start(ipam, &inv.env.path, "DEL", &inv.stdin)?;
+        let endpoint = open_datastore(&inv.conf).and_then(|ds| {
+            let rt = runtime()?;
+            self.delete_endpoint(ds.as_ref(), &rt)
+        });
         // The pod side lives in the netns; deleting it takes the host side and its routes
         // along. A netns that is already gone took the pair with it.
-        if let Some(path) = &inv.env.netns
-            && let Ok(netns) = NetNs::open(path)
-        {
-            dataplane::delete_pod_link(&netns, &inv.env.ifname)?;
-        }
-        tracing::debug!("DEL: pod link gone");
-        delegate::run(ipam, &inv.env.path, "DEL", &inv.stdin)?;
-        tracing::debug!("DEL: addresses released");
-        let ds = open_datastore(&inv.conf)?;
-        let rt = runtime()?;
-        self.delete_endpoint(ds.as_ref(), &rt)
+        let veth = match inv.env.netns.as_ref().map(|p| NetNs::open(p)) {
+            Some(Ok(netns)) => Session::new(Some(&netns))
+                .and_then(|dp| dp.delete_pod_link(&inv.env.ifname))
+                .map(|_| ()),
+            _ => Ok(()),
+        };
+        let released = release.finish();
+        tracing::debug!("DEL done");
+        veth?;
+        released?;
+        endpoint
     }
 
     fn check(&self) -> Result<()> {
@@ -288,8 +312,9 @@ impl<'a> Attachment<'a> {
         };
         delegate::run(ipam, &inv.env.path, "CHECK", &inv.stdin)?;
         let netns = open_netns(inv)?;
+        let dp = Session::new(Some(&netns))?;
         let ifname = &inv.env.ifname;
-        let pod = dataplane::inspect_pod(&netns, ifname)?.ok_or_else(|| {
+        let pod = dp.inspect_pod(ifname)?.ok_or_else(|| {
             Error::CheckMismatch(format!(
                 "interface {ifname} not found in {}",
                 netns.path().display()
@@ -328,7 +353,7 @@ impl<'a> Attachment<'a> {
                 "{ifname} has no default route via {POD_GATEWAY_V4}"
             )));
         }
-        let host = dataplane::inspect_host(&self.host_veth)?.ok_or_else(|| {
+        let host = dp.inspect_host(&self.host_veth)?.ok_or_else(|| {
             Error::CheckMismatch(format!("host veth {} not found", self.host_veth))
         })?;
         for ip in &prev.ips {

@@ -4,7 +4,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use cni_plugin::dataplane::{self, ROUTE_PROTOCOL};
+use cni_plugin::dataplane::{self, ROUTE_PROTOCOL, Session};
 use common::{Netns, Node};
 
 #[test]
@@ -18,9 +18,11 @@ fn veth_pair_addresses_routes_and_teardown() {
 
     node_ns
         .run(|| {
-            let index = dataplane::create_veth(&pod_ns, &host, "eth0", 1450).unwrap();
-            let link = dataplane::configure_pod(&pod_ns, "eth0", &[addr]).unwrap();
-            dataplane::configure_host(&host, index, &[addr]).unwrap();
+            let dp = Session::new(Some(&pod_ns)).unwrap();
+            let index = dp.create_veth(&host, "eth0", 1450).unwrap();
+            let link = dp.configure_pod("eth0", &[addr]).unwrap();
+            assert_eq!(dp.inspect_pod("eth0").unwrap().as_ref(), Some(&link));
+            dp.configure_host(&host, index, &[addr]).unwrap();
             assert_eq!(link.mtu, 1450);
             assert_eq!(link.addrs, ["198.18.0.5/32".parse().unwrap()]);
             assert!(
@@ -31,8 +33,14 @@ fn veth_pair_addresses_routes_and_teardown() {
                 "0.0.0.0/0".parse().unwrap(),
                 Some("169.254.1.1".parse().unwrap())
             )));
-            let h = dataplane::inspect_host(&host).unwrap().unwrap();
+            let h = dp.inspect_host(&host).unwrap().unwrap();
             assert_eq!(h.mac, "ee:ee:ee:ee:ee:ee");
+            // A second pair with the same names replaces the first (a killed ADD's leftovers).
+            let again = dp.create_veth(&host, "eth0", 1450).unwrap();
+            assert_ne!(again, index);
+            let link = dp.configure_pod("eth0", &[addr]).unwrap();
+            dp.configure_host(&host, again, &[addr]).unwrap();
+            assert_eq!(link.mtu, 1450);
             assert_eq!(h.routes, ["198.18.0.5/32".parse().unwrap()]);
         })
         .unwrap();
@@ -68,12 +76,13 @@ fn veth_pair_addresses_routes_and_teardown() {
     assert!(neigh.contains("lladdr ee:ee:ee:ee:ee:ee"), "{neigh}");
 
     // Teardown is idempotent.
-    assert!(dataplane::delete_pod_link(&pod_ns, "eth0").unwrap());
-    assert!(!dataplane::delete_pod_link(&pod_ns, "eth0").unwrap());
     node_ns
         .run(|| {
-            assert_eq!(dataplane::inspect_host(&host).unwrap(), None);
-            assert!(!dataplane::delete_host_veth(&host).unwrap());
+            let dp = Session::new(Some(&pod_ns)).unwrap();
+            assert!(dp.delete_pod_link("eth0").unwrap());
+            assert!(!dp.delete_pod_link("eth0").unwrap());
+            assert_eq!(dp.inspect_host(&host).unwrap(), None);
+            assert!(!dp.delete_host_veth(&host).unwrap());
         })
         .unwrap();
     assert!(node.ns.ip(&["route", "show", "198.18.0.5"]).is_empty());
@@ -91,15 +100,16 @@ fn ipv6_pod_gets_default_via_host_link_local() {
     ];
     node_ns
         .run(|| {
-            let index = dataplane::create_veth(&pod_ns, &host, "eth0", 1500).unwrap();
-            let link = dataplane::configure_pod(&pod_ns, "eth0", &addrs).unwrap();
-            dataplane::configure_host(&host, index, &addrs).unwrap();
+            let dp = Session::new(Some(&pod_ns)).unwrap();
+            let index = dp.create_veth(&host, "eth0", 1500).unwrap();
+            let link = dp.configure_pod("eth0", &addrs).unwrap();
+            dp.configure_host(&host, index, &addrs).unwrap();
             assert!(link.addrs.contains(&"2001:db8::9/128".parse().unwrap()));
             assert!(link.routes.contains(&(
                 "::/0".parse().unwrap(),
                 Some(dataplane::host_veth_link_local().into())
             )));
-            let h = dataplane::inspect_host(&host).unwrap().unwrap();
+            let h = dp.inspect_host(&host).unwrap().unwrap();
             assert!(h.routes.contains(&"2001:db8::9/128".parse().unwrap()));
         })
         .unwrap();
