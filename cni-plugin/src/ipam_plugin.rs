@@ -111,8 +111,10 @@ impl Plugin for TabbyIpam {
         let ds = open(conf)?;
         let rt = runtime()?;
         let _lock = lock(conf)?;
+        tracing::debug!("IPAM DEL: datastore open, host lock held");
         rt.block_on(Ipam::new(ds).release_by_handle(&handle))
             .map_err(ipam_error)?;
+        tracing::debug!("IPAM DEL: released");
         Ok(())
     }
 

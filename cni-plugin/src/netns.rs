@@ -1,11 +1,12 @@
 //! Running code inside a network namespace.
 //!
 //! `setns(2)` moves only the calling thread, and a netlink socket stays in the namespace it was
-//! created in. So each piece of work for a namespace runs on a thread of its own that joins the
-//! namespace first and opens its netlink socket there; the caller's thread never moves.
+//! created in. So a short-lived thread joins the pod's namespace and opens a netlink socket
+//! there ([`route_socket_in`]); the caller's thread, which never moves, then drives both that
+//! socket and one of its own on the node. Sysctls (`/proc/sys/net` is per thread's namespace)
+//! are written on such a thread too ([`NetNs::run`]).
 
 use std::fs::File;
-use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -74,16 +75,6 @@ impl NetNs {
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
         })
     }
-
-    /// Runs `f` with a netlink handle whose socket lives in this namespace.
-    pub fn netlink<T, F, Fut>(&self, f: F) -> Result<T, NetNsError>
-    where
-        T: Send,
-        F: FnOnce(Handle) -> Fut + Send,
-        Fut: Future<Output = T>,
-    {
-        self.run(|| with_netlink(f))?
-    }
 }
 
 /// A netlink route socket (bound, non-blocking) created inside `netns`: the socket stays in
@@ -108,26 +99,6 @@ pub fn handle_from_socket(fd: OwnedFd) -> Handle {
     let (conn, handle, _) = rtnetlink::from_socket(socket);
     tokio::spawn(conn);
     handle
-}
-
-/// Runs `f` with a netlink handle in the calling thread's namespace, on a runtime of its own.
-pub fn with_netlink<T, F, Fut>(f: F) -> Result<T, NetNsError>
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = T>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(NetNsError::Netlink)?;
-    rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetNsError::Netlink)?;
-        let task = tokio::spawn(conn);
-        let out = f(handle).await;
-        task.abort();
-        Ok(out)
-    })
 }
 
 /// Writes a sysctl of the calling thread's network namespace (`net/ipv4/conf/eth0/forwarding`).
