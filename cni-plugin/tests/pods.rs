@@ -130,3 +130,54 @@ fn add_killed_after_every_step_is_recoverable() {
         h.assert_clean_eventually();
     }
 }
+
+/// Dual stack: an IPv4 and an IPv6 address, the IPv6 default route via the host veth's
+/// link-local address, and the two pods reach each other over IPv6 (with the node's global
+/// IPv6 forwarding on, as felix sets it).
+#[test]
+fn dual_stack_pods() {
+    let h = Harness::new();
+    h.add_pool("default-ipv6-ippool", "2001:db8:42::/120", Some(122));
+    h.node
+        .ns
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let (a, b) = (Netns::new("6a"), Netns::new("6b"));
+    let conf = h.conf(
+        "0.4.0",
+        json!({"ipam": {"type": "tabby-ipam", "assign_ipv6": "true"}}),
+    );
+    let ra = h.tabby("ADD", "v6a", "a", Some(&a), &conf).ok().json();
+    let rb = h.tabby("ADD", "v6b", "b", Some(&b), &conf).ok().json();
+    for r in [&ra, &rb] {
+        let ips = r["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 2, "{r}");
+        assert_eq!(ips[0]["version"], "4");
+        assert_eq!(ips[1]["version"], "6");
+        assert!(ips[1]["address"].as_str().unwrap().ends_with("/128"), "{r}");
+        assert_eq!(
+            r["routes"][1],
+            json!({"dst": "::/0", "gw": "fe80::ecee:eeff:feee:eeee"})
+        );
+    }
+    let b6 = rb["ips"][1]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/128");
+    let ping = a.exec(&["ping", "-6", "-c1", "-W3", b6]);
+    assert!(ping.status.success(), "{ping:?}");
+    assert_eq!(h.our_routes().len(), 2, "IPv4 host routes");
+    let v6_routes = h.node.ns.ip(&["-6", "route", "show", "proto", "80"]);
+    assert_eq!(v6_routes.lines().count(), 2, "{v6_routes}");
+    let mut with_prev = conf.clone();
+    with_prev["prevResult"] = ra;
+    h.tabby("CHECK", "v6a", "a", Some(&a), &with_prev).ok();
+    h.tabby("DEL", "v6a", "a", Some(&a), &with_prev).ok();
+    h.tabby("DEL", "v6b", "b", Some(&b), &conf).ok();
+    h.assert_clean();
+    assert!(
+        h.node
+            .ns
+            .ip(&["-6", "route", "show", "proto", "80"])
+            .is_empty()
+    );
+}
