@@ -1,6 +1,6 @@
 //! The behaviour every [`Datastore`] backend must have, as a suite any backend can run.
 //!
-//! Each check is a plain `async fn` over a fresh, empty store; [`conformance_tests!`] turns the
+//! Each check is a plain `async fn` over a fresh, empty store; [`crate::conformance_tests!`] turns the
 //! whole suite into one `#[tokio::test]` per check for a backend:
 //!
 //! ```ignore

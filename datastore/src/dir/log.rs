@@ -246,11 +246,13 @@ impl LogReader {
         }
     }
 
-    /// Reads the complete records after `offset`, calling `each` on every one and advancing
-    /// `offset` past it. Stops at the end of the file, at a torn or unreadable record, or after
-    /// about [`READ_CHUNK`] bytes.
+    /// Reads the complete records after `offset`, calling `each` (with the record's offset) on
+    /// every one whose revision is above `after` and advancing `offset` past every one. Records
+    /// at or below `after` are checked but not decoded. Stops at the end of the file, at a torn
+    /// or unreadable record, or after about [`READ_CHUNK`] bytes.
     pub(crate) fn read_new(
         &mut self,
+        after: u64,
         mut each: impl FnMut(u64, Record) -> Result<(), Error>,
     ) -> Result<Tail, Error> {
         let len = self
@@ -316,17 +318,23 @@ impl LogReader {
                 continue;
             }
             let body = &rest[FRAME_LEN..total];
-            let record = if crc32(body) == crc {
-                Record::decode_body(body)
+            if body.len() < 8 || crc32(body) != crc {
+                return Ok(self.unreadable(at, len, total as u64));
+            }
+            let revision = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+            let record = if revision > after {
+                match Record::decode_body(body) {
+                    Some(record) => Some(record),
+                    None => return Ok(self.unreadable(at, len, total as u64)),
+                }
             } else {
                 None
             };
-            let Some(record) = record else {
-                return Ok(self.unreadable(at, len, total as u64));
-            };
             pos += total;
             self.offset += total as u64;
-            each(at, record)?;
+            if let Some(record) = record {
+                each(at, record)?;
+            }
         }
     }
 
@@ -353,10 +361,11 @@ pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io:
     Ok(done)
 }
 
-/// CRC-32 (IEEE 802.3, the zlib one), table-driven.
+/// CRC-32 (IEEE 802.3, the zlib one), slicing-by-8: every record is checked by every reader,
+/// so this runs over the whole log when a watch starts from an old revision.
 pub(crate) fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
+    static TABLES: [[u32; 256]; 8] = {
+        let mut t = [[0u32; 256]; 8];
         let mut i = 0;
         while i < 256 {
             let mut c = i as u32;
@@ -369,14 +378,36 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
                 };
                 k += 1;
             }
-            table[i] = c;
+            t[0][i] = c;
             i += 1;
         }
-        table
+        let mut i = 0;
+        while i < 256 {
+            let mut j = 1;
+            while j < 8 {
+                let prev = t[j - 1][i];
+                t[j][i] = (prev >> 8) ^ t[0][(prev & 0xFF) as usize];
+                j += 1;
+            }
+            i += 1;
+        }
+        t
     };
     let mut c = !0u32;
-    for &b in data {
-        c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+    let mut chunks = data.chunks_exact(8);
+    for w in &mut chunks {
+        let lo = c ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        c = TABLES[7][(lo & 0xFF) as usize]
+            ^ TABLES[6][((lo >> 8) & 0xFF) as usize]
+            ^ TABLES[5][((lo >> 16) & 0xFF) as usize]
+            ^ TABLES[4][(lo >> 24) as usize]
+            ^ TABLES[3][w[4] as usize]
+            ^ TABLES[2][w[5] as usize]
+            ^ TABLES[1][w[6] as usize]
+            ^ TABLES[0][w[7] as usize];
+    }
+    for &b in chunks.remainder() {
+        c = TABLES[0][((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
     }
     !c
 }
@@ -402,6 +433,12 @@ mod tests {
         // `zlib.crc32(b"123456789")`).
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(crc32(b""), 0);
+        // Longer than one 8-byte slice, with a remainder: zlib.crc32(b"The quick brown fox
+        // jumps over the lazy dog") == 0x414FA339.
+        assert_eq!(
+            crc32(b"The quick brown fox jumps over the lazy dog"),
+            0x414F_A339
+        );
     }
 
     fn sample(revision: u64, namespace: Option<&str>) -> Record {
@@ -447,7 +484,7 @@ mod tests {
         assert_eq!(reader.base, 7);
         let mut seen = vec![];
         let tail = reader
-            .read_new(|_, r| {
+            .read_new(0, |_, r| {
                 seen.push(r.revision);
                 Ok(())
             })
@@ -465,7 +502,7 @@ mod tests {
         bytes.extend(sample(2, None).encode());
         std::fs::write(&path, &bytes).unwrap();
         let mut reader = LogReader::open(&path).unwrap();
-        let tail = reader.read_new(|_, _| Ok(())).unwrap();
+        let tail = reader.read_new(0, |_, _| Ok(())).unwrap();
         assert_eq!(tail, Tail::Corrupt { at: HEADER_LEN });
         std::fs::remove_file(&path).unwrap();
     }

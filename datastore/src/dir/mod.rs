@@ -6,7 +6,7 @@
 //! ```text
 //! <root>/state                          lock file + how far objects have caught up (state.rs)
 //! <root>/log                            the change log: header + framed records (log.rs)
-//! <root>/objects/<plural>/<name>.json   current state of each resource, resourceVersion set
+//! <root>/objects/<plural>/<name>.json   each resource as of the applied revision
 //! <root>/objects/workloadendpoints/<namespace>/<name>.json
 //! <root>/tmp/                           write-then-rename scratch
 //! ```
@@ -21,24 +21,32 @@
 //!
 //! # Writes, and why a `kill -9` at any instant is safe
 //!
-//! Under the exclusive lock a writer
+//! The store's state is the object files as of the *applied revision* recorded in `state`,
+//! with the log records after it on top. Under the exclusive lock a writer
 //! 1. catches up with the log (below) and truncates a torn record left at its end by a writer
 //!    that died mid-`pwrite`;
-//! 2. replays onto the object files every record past the revision `state` says was applied
-//!    (a writer that died between steps 4 and 6);
-//! 3. checks the compare-and-swap against the current object;
-//! 4. appends one record `len | crc32 | revision | op | key | JSON` to the log — **this is the
-//!    commit point**: a complete record is a committed write, watchers deliver it;
-//! 5. writes the object file to `tmp/` and renames it into place (or unlinks it for a delete);
-//! 6. stores the record's revision as applied in `state`.
+//! 2. checks the compare-and-swap against the current object;
+//! 3. appends one record `len | crc32 | revision | op | key | JSON` to the log — **this is the
+//!    commit point**: a complete record is a committed write, readers and watchers take it;
+//! 4. once more than [`DirOptions::apply_batch`] bytes of the log are unapplied, applies them:
+//!    for each key changed since the applied revision, writes its last state to `tmp/` and
+//!    renames it into place (or unlinks it for a delete), then records the new applied
+//!    revision and log offset in `state`.
 //!
-//! A death before 4 completes leaves nothing or a torn record (ignored by readers, truncated by
-//! the next writer): the write did not happen. A death after 4 leaves a committed record that
-//! step 2 of the next writer (or of a reader, which upgrades to the exclusive lock for it)
-//! applies; replay is idempotent because each record carries the resource's whole new state.
+//! A death before 3 completes leaves nothing or a torn record (ignored by readers, cut off by
+//! the next writer): the write did not happen. A death after 3 leaves a committed record in the
+//! log, which is where readers find it. A death inside 4 leaves some object files newer than
+//! the applied revision says, which is harmless: every key they belong to has a record after
+//! the applied revision, readers take that record over the file, and the next application
+//! writes the same files again (it is idempotent: each record carries the whole new state).
 //! Object files are only ever replaced by `rename`, so no reader sees half an object. The one
-//! revision counter is the last record's revision (or the log's compaction point when it holds no
-//! record), so it only grows.
+//! revision counter is the last record's revision (or the log's compaction point when it holds
+//! no record), so it only grows.
+//!
+//! Deferring step 4 is what makes writes cheap: appending to the log is one `pwrite`, while
+//! creating and renaming a file costs a file-system journal transaction (hundreds of
+//! microseconds on a busy ext4), and IPAM rewrites the same block object on every allocation,
+//! which a batch writes once. With `apply_batch` 0 every write applies itself.
 //!
 //! # Reads, and why they do not rescan
 //!
@@ -46,15 +54,17 @@
 //! with the log offset it has read up to. Under the lock it first reads the records appended
 //! since, which carry each changed key and its new JSON, and updates its cache from them; so a
 //! get or a CAS check costs one short log read, and a list of a kind reads that kind's directory
-//! only the first time. Resources are parsed from JSON only when asked for.
+//! only the first time. A new handle starts at the applied offset `state` records, so it reads at
+//! most about `apply_batch` bytes of log. Resources are parsed from JSON only when asked for.
 //!
 //! # Compaction
 //!
-//! [`DirDatastore::compact`] drops the history at or below a revision: it writes a new log
-//! holding only later records and renames it over the old one. A write that leaves the log longer
-//! than [`DirOptions::log_limit`] compacts automatically, keeping the newest quarter of the limit.
-//! Watches notice the rename, finish the old file (which they still hold open) and continue in
-//! the new one, or end with [`Error::TooOld`] when what they still needed was dropped.
+//! [`DirDatastore::compact`] drops the history at or below a revision: it applies the log, then
+//! writes a new log holding only later records and renames it over the old one. A write that
+//! leaves the log longer than [`DirOptions::log_limit`] compacts automatically, keeping the
+//! newest quarter of the limit. Watches notice the rename, finish the old file (which they
+//! still hold open) and continue in the new one, or end with [`Error::TooOld`] when what they
+//! still needed was dropped.
 //!
 //! # fsync
 //!
@@ -64,11 +74,20 @@
 //! ordinary disks would cost more than everything else in pod start-up. A power loss may lose
 //! the last seconds of writes: those belonged to pods that died with the node and are set up
 //! again after boot. It must not leave the store unreadable or inconsistent, so after a reboot
-//! (the boot id in `state` differs) the first writer reconciles the whole log against the object
-//! files, newest revision winning per key, and moves the revision past every object found.
-//! [`DirOptions::fsync`] makes every write `fdatasync` the log before it is acknowledged (and
-//! compaction sync its new log before the rename), for operators who need acknowledged writes to
-//! survive a power loss and accept the cost.
+//! (the boot id in `state` differs) the first process to take the lock reconciles the whole log
+//! with the object files, newest revision winning per key, and moves the revision past every
+//! object found.
+//! [`DirOptions::fsync`] makes every write `fdatasync` the log before it is acknowledged, and
+//! compaction sync the object files whose records it drops and its new log before the rename,
+//! for operators who need acknowledged writes to survive a power loss and accept the cost
+//! (object files need no sync per write: after a reboot they are rebuilt from the durable log).
+//!
+//! # Blocking
+//!
+//! The operations do their file I/O and wait for the lock on the calling thread, without
+//! `spawn_blocking`: they are short (a write holds the lock for a few system calls, a
+//! compaction for one copy of the retained log), and handing each to a blocking thread would
+//! cost more than it does.
 
 mod log;
 mod paths;
@@ -98,6 +117,10 @@ pub struct DirOptions {
     pub fsync: bool,
     /// Compact automatically once the log grows past this many bytes.
     pub log_limit: u64,
+    /// Apply the log to the object files once this many bytes of it are unapplied (0: after
+    /// every write). A handle opening the store reads at most about this much of the log; a
+    /// write that triggers the application writes each object changed since once.
+    pub apply_batch: u64,
     /// How often a watch looks for new records.
     pub poll_interval: Duration,
 }
@@ -107,6 +130,7 @@ impl Default for DirOptions {
         DirOptions {
             fsync: false,
             log_limit: 64 << 20,
+            apply_batch: 64 << 10,
             poll_interval: Duration::from_millis(5),
         }
     }
@@ -136,6 +160,19 @@ struct Inner {
     cache: BTreeMap<Key, Slot>,
     /// Kinds whose every object is in `cache`.
     complete: HashSet<Kind>,
+    /// The cache is empty and `log` is at the start of the log: the next sync may jump to
+    /// where `state` says the applied records end instead of reading the whole log.
+    cold: bool,
+    /// What `state` said when this handle last took the lock (or wrote it since).
+    applied: Option<Applied>,
+}
+
+impl Inner {
+    fn forget(&mut self) {
+        self.cache.clear();
+        self.complete.clear();
+        self.cold = true;
+    }
 }
 
 /// A cached object, or the knowledge that there is none.
@@ -231,6 +268,8 @@ impl DirDatastore {
                 &state,
                 Applied {
                     revision: base,
+                    log_base: base,
+                    log_offset: HEADER_LEN,
                     boot_id,
                 },
             )
@@ -249,6 +288,8 @@ impl DirDatastore {
                     revision: 0,
                     cache: BTreeMap::new(),
                     complete: HashSet::new(),
+                    cold: true,
+                    applied: None,
                 }),
             }),
         };
@@ -283,26 +324,52 @@ impl DirDatastore {
         Ok(Revision(inner.log.base))
     }
 
+    /// Applies every logged change to the object files now (writes do it once
+    /// [`DirOptions::apply_batch`] bytes of the log are unapplied), so the object files alone
+    /// hold the current state: before copying them elsewhere, say. Returns the revision they
+    /// hold.
+    pub fn checkpoint(&self) -> Result<Revision, Error> {
+        let (mut inner, _lock) = self.locked(Mode::Exclusive)?;
+        self.shared.apply(&mut inner)?;
+        Ok(Revision(inner.revision))
+    }
+
     /// Takes the handle's mutex and the file lock, and brings the handle up to date with the
-    /// log. A reader that finds the objects behind the log takes the exclusive lock instead and
-    /// has them repaired first.
+    /// log. A reader that cannot trust the object files (see [`Shared::state_trusted`]) takes
+    /// the exclusive lock instead and has them repaired first.
     fn locked(&self, mode: Mode) -> Result<(MutexGuard<'_, Inner>, FileLock<'_>), Error> {
         let sh = &*self.shared;
-        let mut inner = sh.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = match sh.inner.lock() {
+            Ok(inner) => inner,
+            Err(poisoned) => {
+                // An operation panicked halfway through updating the handle: start it over
+                // from the files rather than trust a half-updated cache.
+                let mut inner = poisoned.into_inner();
+                inner.log = LogReader::open(&paths::log(&sh.root))?;
+                inner.revision = 0;
+                inner.forget();
+                sh.inner.clear_poison();
+                inner
+            }
+        };
         let lock = sh.flock(mode)?;
         sh.sync(&mut inner, mode)?;
-        if sh.objects_current(&inner)? {
+        inner.applied = sh.read_state()?;
+        if sh.state_trusted(&inner) {
             return Ok((inner, lock));
         }
         let lock = if mode == Mode::Shared {
             drop(lock);
             let lock = sh.flock(Mode::Exclusive)?;
             sh.sync(&mut inner, Mode::Exclusive)?;
+            inner.applied = sh.read_state()?;
             lock
         } else {
             lock
         };
-        sh.repair(&mut inner)?;
+        if !sh.state_trusted(&inner) {
+            sh.repair(&mut inner)?;
+        }
         Ok((inner, lock))
     }
 }
@@ -326,13 +393,17 @@ impl Shared {
         let log_path = paths::log(&self.root);
         if inner.log.replaced(&log_path)? {
             let log = LogReader::open(&log_path)?;
-            if log.base > inner.revision {
+            let forget = log.base > inner.revision;
+            inner.log = log;
+            if forget {
                 // History this handle has not seen was compacted away: forget everything and
                 // read objects afresh.
-                inner.cache.clear();
-                inner.complete.clear();
+                inner.forget();
             }
-            inner.log = log;
+        }
+        if inner.cold {
+            inner.cold = false;
+            self.skip_applied(inner)?;
         }
         loop {
             let Inner {
@@ -341,11 +412,9 @@ impl Shared {
                 cache,
                 ..
             } = &mut *inner;
-            let tail = log.read_new(|_, record| {
-                if record.revision > *revision {
-                    *revision = record.revision;
-                    apply_to_cache(cache, record);
-                }
+            let tail = log.read_new(*revision, |_, record| {
+                *revision = record.revision;
+                apply_to_cache(cache, record);
                 Ok(())
             })?;
             match tail {
@@ -372,6 +441,29 @@ impl Shared {
         Ok(())
     }
 
+    /// Moves a cold handle to the end of the applied records, as `state` records it: the object
+    /// files hold everything up to there, so the cache need learn only the rest from the log.
+    fn skip_applied(&self, inner: &mut Inner) -> Result<(), Error> {
+        let Some(applied) = self.read_state()? else {
+            return Ok(());
+        };
+        let len = inner
+            .log
+            .file
+            .metadata()
+            .map_err(io("checking the change log's length"))?
+            .len();
+        if applied.boot_id == self.boot_id
+            && applied.log_base == inner.log.base
+            && (HEADER_LEN..=len).contains(&applied.log_offset)
+            && applied.revision >= inner.revision
+        {
+            inner.log.offset = applied.log_offset;
+            inner.revision = applied.revision;
+        }
+        Ok(())
+    }
+
     fn read_state(&self) -> Result<Option<Applied>, Error> {
         state::read(&self.state).map_err(io(format!(
             "reading {}",
@@ -379,76 +471,118 @@ impl Shared {
         )))
     }
 
-    fn write_state(&self, revision: u64) -> Result<(), Error> {
-        state::write(
-            &self.state,
-            Applied {
-                revision,
-                boot_id: self.boot_id,
-            },
-        )
-        .map_err(io(format!(
+    /// Records that the object files hold everything the handle has read of the log.
+    fn write_state(&self, inner: &mut Inner) -> Result<(), Error> {
+        let applied = Applied {
+            revision: inner.revision,
+            log_base: inner.log.base,
+            log_offset: inner.log.offset,
+            boot_id: self.boot_id,
+        };
+        state::write(&self.state, applied).map_err(io(format!(
             "writing {}",
             paths::state(&self.root).display()
-        )))
+        )))?;
+        inner.applied = Some(applied);
+        Ok(())
     }
 
-    /// Whether the object files hold exactly the log's state, as written on this boot.
-    fn objects_current(&self, inner: &Inner) -> Result<bool, Error> {
-        Ok(self
-            .read_state()?
-            .is_some_and(|a| a.revision == inner.revision && a.boot_id == self.boot_id))
+    /// Whether the object files can be read as the state at `state`'s applied revision, with
+    /// the log after it on top: `state` is readable, was written on this boot (the page cache
+    /// has not been lost since) and is not ahead of the log.
+    fn state_trusted(&self, inner: &Inner) -> bool {
+        inner
+            .applied
+            .is_some_and(|a| a.boot_id == self.boot_id && a.revision <= inner.revision)
     }
 
-    /// Brings the object files in line with the log (exclusive lock held, handle synced).
+    /// Rebuilds trust in the object files after a reboot or a damaged `state` (exclusive lock
+    /// held, handle synced).
     fn repair(&self, inner: &mut Inner) -> Result<(), Error> {
-        let applied = self.read_state()?;
-        let tail_only = applied
-            .filter(|a| a.boot_id == self.boot_id && a.revision <= inner.revision)
-            .map(|a| a.revision);
-        match tail_only {
-            Some(after) => {
-                tracing::info!(
-                    store = %self.root.display(),
-                    applied = after,
-                    revision = inner.revision,
-                    "replaying change log records a crashed writer did not apply"
-                );
-                self.reconcile(inner, after)?;
+        tracing::warn!(
+            store = %self.root.display(),
+            "state unreadable, ahead of the log or from an earlier boot: \
+             reconciling the whole change log with the object files"
+        );
+        self.reconcile(inner)?;
+        let newest = max_object_revision(&self.root)?;
+        if newest > inner.revision {
+            // Objects got further than the log did (a power loss kept the renames but not the
+            // log's tail): history up to them is unknown, so start it after.
+            write_new_log(&self.root, newest, &[], self.options.fsync)?;
+            inner.log = LogReader::open(&paths::log(&self.root))?;
+            inner.revision = newest;
+        }
+        inner.forget();
+        inner.cold = false;
+        self.write_state(inner)
+    }
+
+    /// Whether enough of the log is unapplied to apply it now.
+    fn apply_due(&self, inner: &Inner) -> bool {
+        match inner.applied {
+            Some(a) if a.revision == inner.revision => false,
+            Some(a) if a.log_base == inner.log.base => {
+                inner.log.offset.saturating_sub(a.log_offset) > self.options.apply_batch
             }
-            None => {
-                tracing::warn!(
-                    store = %self.root.display(),
-                    "state unreadable, ahead of the log or from an earlier boot: \
-                     reconciling the whole change log with the object files"
-                );
-                self.reconcile(inner, 0)?;
-                let newest = max_object_revision(&self.root)?;
-                if newest > inner.revision {
-                    // Objects got further than the log did (a power loss kept the renames but
-                    // not the log's tail): history up to them is unknown, so start it after.
-                    write_new_log(&self.root, newest, &[], self.options.fsync)?;
-                    inner.log = LogReader::open(&paths::log(&self.root))?;
-                    inner.revision = newest;
+            _ => true,
+        }
+    }
+
+    /// Applies the log after the applied revision to the object files: per key, its last
+    /// record (exclusive lock held, handle synced, state trusted).
+    fn apply(&self, inner: &mut Inner) -> Result<(), Error> {
+        let Some(applied) = inner.applied else {
+            return Err(Error::Corrupt {
+                what: format!("applying the change log of {}", self.root.display()),
+                reason: "no applied revision recorded".into(),
+            });
+        };
+        if applied.revision == inner.revision {
+            return Ok(());
+        }
+        let log_path = paths::log(&self.root);
+        let mut reader = LogReader::open(&log_path)?;
+        if applied.log_base == reader.base
+            && (HEADER_LEN..=inner.log.offset).contains(&applied.log_offset)
+        {
+            reader.offset = applied.log_offset;
+        }
+        let mut last: BTreeMap<Key, Record> = BTreeMap::new();
+        loop {
+            let tail = reader.read_new(applied.revision, |_, record| {
+                last.insert(record.key.clone(), record);
+                Ok(())
+            })?;
+            match tail {
+                Tail::More => continue,
+                Tail::Clean | Tail::Torn { .. } => break,
+                Tail::Corrupt { at } => {
+                    return Err(Error::Corrupt {
+                        what: format!("applying {}", log_path.display()),
+                        reason: format!("unreadable record at offset {at} followed by more data"),
+                    });
                 }
-                inner.cache.clear();
-                inner.complete.clear();
             }
         }
-        self.write_state(inner.revision)
+        for (key, record) in &last {
+            match record.op {
+                Op::Added | Op::Modified => self.write_object(key, &record.json)?,
+                Op::Deleted => self.remove_object(key)?,
+            }
+        }
+        self.write_state(inner)
     }
 
-    /// Applies, per key, the last log record after `after` to the object file unless the file
+    /// Applies, per key, the last record in the whole log to the object file unless the file
     /// already holds that or a newer revision.
-    fn reconcile(&self, inner: &mut Inner, after: u64) -> Result<(), Error> {
+    fn reconcile(&self, inner: &mut Inner) -> Result<(), Error> {
         let log_path = paths::log(&self.root);
         let mut reader = LogReader::open(&log_path)?;
         let mut last: BTreeMap<Key, Record> = BTreeMap::new();
         loop {
-            let tail = reader.read_new(|_, record| {
-                if record.revision > after {
-                    last.insert(record.key.clone(), record);
-                }
+            let tail = reader.read_new(0, |_, record| {
+                last.insert(record.key.clone(), record);
                 Ok(())
             })?;
             match tail {
@@ -573,7 +707,9 @@ impl Shared {
             let key = entry
                 .resource(&Key::new(kind, path.display().to_string()))?
                 .key();
-            inner.cache.insert(key, Slot::Present(entry));
+            // A cached slot came from the log after the applied revision, or from this very
+            // file: either way it is at least as new.
+            inner.cache.entry(key).or_insert(Slot::Present(entry));
         }
         inner.complete.insert(kind);
         Ok(())
@@ -600,29 +736,21 @@ impl Shared {
                 log_path.display()
             ))(e));
         }
-        if self.options.fsync {
+        // A failed sync cannot take the record back (watchers may have delivered it already):
+        // the write is applied like any other and the caller learns it may not be durable.
+        let synced = if self.options.fsync {
             inner.log.file.sync_data().map_err(io(format!(
-                "syncing {} after revision {}",
+                "syncing {} after revision {} (the write is committed but may not survive a \
+                 power loss)",
                 log_path.display(),
                 record.revision
-            )))?;
-        }
+            )))
+        } else {
+            Ok(())
+        };
         inner.log.offset = at + frame.len() as u64;
         inner.revision = record.revision;
-        // From here on the write is committed: failing to apply it is repaired by the next
-        // writer (or reader), so it is reported but not returned.
-        let applied = match record.op {
-            Op::Added | Op::Modified => self.write_object(&record.key, &record.json),
-            Op::Deleted => self.remove_object(&record.key),
-        };
-        match applied.and_then(|()| self.write_state(record.revision)) {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(
-                error = %e,
-                revision = record.revision,
-                "committed to the change log but not applied; the next operation repairs it"
-            ),
-        }
+        let key = record.key.clone();
         let slot = match record.op {
             Op::Deleted => Slot::Absent,
             Op::Added | Op::Modified => Slot::Present(Entry {
@@ -631,13 +759,25 @@ impl Shared {
                 parsed: parsed.map(Box::new),
             }),
         };
-        inner.cache.insert(record.key, slot);
+        inner.cache.insert(key, slot);
+        // From here on the write is committed: failing to apply the log is retried by the next
+        // writer, so it is reported but not returned.
+        if self.apply_due(inner)
+            && let Err(e) = self.apply(inner)
+        {
+            tracing::warn!(
+                error = %e,
+                revision = inner.revision,
+                "applying the change log to the object files failed; the next write retries"
+            );
+            return synced;
+        }
         if inner.log.offset > self.options.log_limit
             && let Err(e) = self.auto_compact(inner)
         {
             tracing::warn!(error = %e, "automatic compaction of the change log failed");
         }
-        Ok(())
+        synced
     }
 
     /// Compacts so that about a quarter of `log_limit` of the newest history stays.
@@ -647,7 +787,7 @@ impl Shared {
         let revision = inner.revision;
         let mut keep_after = revision;
         loop {
-            let tail = reader.read_new(|at, record| {
+            let tail = reader.read_new(0, |at, record| {
                 if at >= keep_from && keep_after == revision {
                     keep_after = record.revision - 1;
                 }
@@ -666,19 +806,30 @@ impl Shared {
         if keep_after <= inner.log.base {
             return Ok(());
         }
+        // The records about to go must be in the object files first.
+        self.apply(inner)?;
         let log_path = paths::log(&self.root);
         let mut reader = LogReader::open(&log_path)?;
         let mut start = None;
+        let mut dropped = std::collections::BTreeSet::new();
+        let base = inner.log.base;
         loop {
-            let tail = reader.read_new(|at, record| {
-                if start.is_none() && record.revision > keep_after {
-                    start = Some(at);
+            let tail = reader.read_new(base, |at, record| {
+                if record.revision <= keep_after {
+                    dropped.insert(record.key);
+                } else {
+                    start.get_or_insert(at);
                 }
                 Ok(())
             })?;
             if tail != Tail::More {
                 break;
             }
+        }
+        if self.options.fsync {
+            // The records about to go were the only durable copy of these objects' latest
+            // state; make the object files durable before dropping them.
+            self.sync_objects(&dropped)?;
         }
         let end = inner.log.offset;
         let start = start.unwrap_or(end);
@@ -690,7 +841,39 @@ impl Shared {
         let mut log = LogReader::open(&log_path)?;
         log.offset = HEADER_LEN + kept.len() as u64;
         inner.log = log;
+        self.write_state(inner)?;
         tracing::debug!(store = %self.root.display(), keep_after, "compacted the change log");
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// `fsync`s the object files of `keys` (those that exist) and the directories holding
+    /// them, so their contents and their renames and unlinks survive a power loss.
+    fn sync_objects(&self, keys: &std::collections::BTreeSet<Key>) -> Result<(), Error> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for key in keys {
+            let path = paths::object(&self.root, key);
+            match File::open(&path) {
+                Ok(f) => f
+                    .sync_all()
+                    .map_err(io(format!("syncing {key} at {}", path.display())))?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("opening {} to sync it", path.display()))(e)),
+            }
+            if let Some(dir) = path.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            match File::open(&dir) {
+                Ok(d) => d
+                    .sync_all()
+                    .map_err(io(format!("syncing directory {}", dir.display())))?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("opening {} to sync it", dir.display()))(e)),
+            }
+        }
         Ok(())
     }
 }
@@ -903,8 +1086,17 @@ impl Datastore for DirDatastore {
     }
 
     async fn watch(&self, kind: Option<Kind>, after: Revision) -> Result<Watch, Error> {
+        let log = LogReader::open(&paths::log(&self.shared.root))?;
+        // Where in the log to start: every record before the handle's own position is at or
+        // below its revision, so a watch from there or later (the usual list-then-watch) need
+        // not read the log from its beginning.
+        let start = self.shared.inner.lock().ok().and_then(|inner| {
+            (inner.log.id == log.id && inner.revision <= after.0).then_some(inner.log.offset)
+        });
         watch::start(
             self.shared.root.clone(),
+            log,
+            start,
             self.shared.options.poll_interval,
             kind,
             after,

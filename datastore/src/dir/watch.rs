@@ -21,15 +21,21 @@ use super::log::{LogReader, Op, Record, Tail, check_not_compacted};
 use super::paths;
 use crate::{Error, Revision, Watch, WatchEvent};
 
+/// Starts a watch on the log `reader` has open; `start`, when given, is an offset in it before
+/// which every record is at or below `after`.
 pub(crate) fn start(
     root: PathBuf,
+    mut reader: LogReader,
+    start: Option<u64>,
     poll: Duration,
     kind: Option<Kind>,
     after: Revision,
 ) -> Result<Watch, Error> {
     let log_path = paths::log(&root);
-    let reader = LogReader::open(&log_path)?;
     check_not_compacted(after.0, reader.base)?;
+    if let Some(offset) = start {
+        reader.offset = offset;
+    }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         let mut follower = Follower {
@@ -107,10 +113,7 @@ impl Follower {
             log_path,
             ..
         } = self;
-        let tail = reader.read_new(|_, record| {
-            if record.revision <= *cursor {
-                return Ok(());
-            }
+        let tail = reader.read_new(*cursor, |_, record| {
             *cursor = record.revision;
             if kind.is_none_or(|k| k == record.key.kind) {
                 events.push(event(record, log_path)?);
@@ -135,7 +138,10 @@ impl Follower {
         let mut probe = LogReader::open(&self.log_path)?;
         probe.offset = self.reader.offset;
         let still_corrupt = if probe.id == self.reader.id {
-            matches!(probe.read_new(|_, _| Ok(()))?, Tail::Corrupt { .. })
+            matches!(
+                probe.read_new(u64::MAX, |_, _| Ok(()))?,
+                Tail::Corrupt { .. }
+            )
         } else {
             false
         };

@@ -2,7 +2,10 @@
 //! and without strictAffinity and maxBlocksPerHost, against the in-memory datastore. After
 //! every step no address is held twice, every block balances (free + in use = total, with
 //! `unallocated` exactly the free ordinals), the blocks hold exactly what the model says under
-//! the right handles, handle objects agree with the blocks, and `check` is clean.
+//! the right handles, handle objects agree with the blocks, affine blocks have their node's
+//! Confirmed affinity, no empty block is left without one, and `check` is clean. Borrowing is
+//! checked at each allocation: never under strictAffinity, and otherwise only when the node
+//! could claim no block (none unclaimed in the chosen pools, or maxBlocksPerHost reached).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,7 +31,10 @@ enum Op {
     },
     ReleaseHandle(usize),
     ReleaseIp(usize),
-    ReleaseHostAffinities(usize),
+    ReleaseHostAffinities {
+        node: usize,
+        require_empty: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,7 +44,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize, 0..16u8).prop_map(|(node, offset)| Op::AssignIp { node, offset }),
         2 => any::<prop::sample::Index>().prop_map(|i| Op::ReleaseHandle(i.index(1 << 16))),
         2 => any::<prop::sample::Index>().prop_map(|i| Op::ReleaseIp(i.index(1 << 16))),
-        1 => (0..3usize).prop_map(Op::ReleaseHostAffinities),
+        1 => (0..3usize, any::<bool>())
+            .prop_map(|(node, require_empty)| Op::ReleaseHostAffinities { node, require_empty }),
     ]
 }
 
@@ -194,11 +201,23 @@ async fn run(ops: Vec<Op>, strict: bool, max_blocks: Option<u32>) -> Result<(), 
                 prop_assert_eq!(missing.contains(&stranger), !m.live.contains_key(&stranger));
                 m.live.remove(&stranger);
             }
-            Op::ReleaseHostAffinities(node) => {
+            Op::ReleaseHostAffinities {
+                node,
+                require_empty,
+            } => {
                 f.ipam
-                    .release_host_affinities(NODES[node], true)
+                    .release_host_affinities(NODES[node], require_empty)
                     .await
                     .unwrap();
+                if !require_empty {
+                    prop_assert!(
+                        f.ipam
+                            .node_affinities(NODES[node])
+                            .await
+                            .unwrap()
+                            .is_empty()
+                    );
+                }
             }
         }
         invariants(&f.ipam, &m).await?;
@@ -236,6 +255,17 @@ async fn invariants(ipam: &Ipam, m: &Model) -> Result<(), TestCaseError> {
         let block = Block::from_spec(&obj.metadata.name, obj.spec)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(block.free() + block.in_use(), block.size());
+        // An empty block without affinity is deleted when its last address goes.
+        prop_assert!(
+            block.affine_node().is_some() || !block.is_empty(),
+            "{}",
+            block.cidr()
+        );
+        // A block affine to a node has that node's Confirmed affinity, and only then.
+        if let Some(node) = block.affine_node() {
+            let aff = ipam.get_affinity(node, &block.cidr()).await.unwrap();
+            prop_assert_eq!(aff.map(|a| a.spec.state), Some(AffinityState::Confirmed));
+        }
         for (addr, attr) in block.allocated() {
             let prev = held.insert(addr, attr.handle_id.clone().unwrap_or_default());
             prop_assert!(prev.is_none(), "{addr} in two blocks");

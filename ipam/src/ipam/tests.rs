@@ -691,3 +691,89 @@ async fn usage_reports_per_pool_and_block() {
     assert_eq!(per_node["n1"], (64, 3, 61));
     assert_eq!(per_node["n2"], (64, 1, 63));
 }
+
+#[tokio::test]
+async fn stale_confirmed_affinities_are_carried_forward_when_met() {
+    let f = fixture(vec![pool("p", "198.18.0.0/24", 26)], &["n1", "n2"]).await;
+    // Confirmed, but the block is gone (deleted by hand): recreated and used.
+    put_affinity(&f, "n1", "198.18.0.0/26", AffinityState::Confirmed).await;
+    // Confirmed, but a release that crashed left the block without affinity: abandoned.
+    put_affinity(&f, "n2", "198.18.0.64/26", AffinityState::Confirmed).await;
+    put_block(&f, "198.18.0.64/26", None).await;
+    let a = f.ipam.auto_assign(&req("a", "n1", 1, 0)).await.unwrap();
+    assert_eq!(a.v4[0].trunc(), net("198.18.0.0/26"));
+    assert_eq!(
+        block_of(&f, "198.18.0.0/26").await.affine_node(),
+        Some("n1")
+    );
+    let b = f.ipam.auto_assign(&req("b", "n2", 1, 0)).await.unwrap();
+    assert_ne!(b.v4[0].trunc(), net("198.18.0.64/26"));
+    assert_eq!(affinity_state(&f, "n2", "198.18.0.64/26").await, None);
+    assert_eq!(f.ipam.node_affinities("n2").await.unwrap().len(), 1);
+}
+
+/// A datastore whose block updates always lose the compare-and-swap.
+struct AlwaysConflicting(MemoryDatastore);
+
+#[async_trait::async_trait]
+impl Datastore for AlwaysConflicting {
+    async fn get(&self, key: &Key) -> Result<Resource, DsError> {
+        self.0.get(key).await
+    }
+    async fn list(&self, kind: Kind) -> Result<datastore::Listing, DsError> {
+        self.0.list(kind).await
+    }
+    async fn create(&self, resource: Resource) -> Result<Resource, DsError> {
+        self.0.create(resource).await
+    }
+    async fn update(&self, resource: Resource) -> Result<Resource, DsError> {
+        if resource.kind() == Kind::IPAMBlock {
+            return Err(DsError::Conflict {
+                key: resource.key(),
+                expected: Revision(1),
+                current: Revision(2),
+            });
+        }
+        self.0.update(resource).await
+    }
+    async fn delete(&self, key: &Key, expected: Option<Revision>) -> Result<Resource, DsError> {
+        self.0.delete(key, expected).await
+    }
+    async fn watch(
+        &self,
+        kind: Option<Kind>,
+        after: Revision,
+    ) -> Result<datastore::Watch, DsError> {
+        self.0.watch(kind, after).await
+    }
+}
+
+#[tokio::test]
+async fn lost_compare_and_swap_gives_up_after_the_bound_and_undoes_the_handle() {
+    let f = fixture(vec![pool("p", "198.18.0.0/24", 26)], &["n1"]).await;
+    let ipam = Ipam::new(Arc::new(AlwaysConflicting(f.ds.clone()))).with_max_retries(3);
+    let err = ipam.auto_assign(&req("h", "n1", 1, 0)).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("assigning from block 198.18.0.")
+            && msg.ends_with("to handle h: revision conflict after 3 retries"),
+        "{msg}"
+    );
+    assert!(f.ipam.get_handle("h").await.unwrap().is_none());
+    assert!(f.ipam.check().await.unwrap().is_clean());
+}
+
+#[tokio::test]
+async fn pending_claim_in_a_deleted_pool_is_dropped_not_completed() {
+    let f = fixture(vec![pool("p", "198.18.0.0/24", 26)], &["n1"]).await;
+    put_affinity(&f, "n1", "198.19.0.0/26", AffinityState::Pending).await;
+    f.ipam.auto_assign(&req("h", "n1", 1, 0)).await.unwrap();
+    assert_eq!(affinity_state(&f, "n1", "198.19.0.0/26").await, None);
+    assert!(
+        f.ipam
+            .read_block(net("198.19.0.0/26"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
