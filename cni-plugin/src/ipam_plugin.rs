@@ -199,3 +199,29 @@ impl Plugin for TabbyIpam {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_are_host_prefixes_ipv4_first() {
+        let r = result_of(&[
+            "2001:db8:42::5/122".parse().unwrap(),
+            "198.18.0.65/26".parse().unwrap(),
+        ]);
+        let addrs: Vec<String> = r.ips.iter().map(|i| i.address.to_string()).collect();
+        assert_eq!(addrs, ["198.18.0.65/32", "2001:db8:42::5/128"]);
+        assert!(r.interfaces.is_empty() && r.routes.is_empty());
+    }
+
+    #[test]
+    fn ipam_errors_map_to_codes() {
+        let e = ipam_error(IpamError::Conflict {
+            what: "claiming block".into(),
+            retries: 100,
+        });
+        assert_eq!(e.code(), crate::spec::code::TRY_AGAIN_LATER);
+        assert!(e.to_string().contains("claiming block"));
+    }
+}
