@@ -133,32 +133,42 @@ impl<'a> Attachment<'a> {
         let ipam = ipam_type(conf)?;
         let netns = open_netns(inv)?;
         let mtu = conf.effective_mtu()?;
-        let ds = open_datastore(conf)?;
-        let rt = runtime()?;
-        let dp = Session::new(Some(&netns))?;
-        tracing::debug!("ADD input checked, datastore open");
+        tracing::debug!("ADD input checked");
 
-        // The IPAM plugin runs while the veth pair is made: the pair needs no address.
+        // The IPAM plugin runs while the datastore is opened and the veth pair made: the pair
+        // needs no address.
         let allocation = delegate::start(ipam, &inv.env.path, "ADD", &inv.stdin)?;
-        let veth = dp.create_veth(&self.host_veth, &inv.env.ifname, mtu);
-        let allocated = match allocation.finish_add() {
-            Ok(a) => a,
-            Err(e) => {
+        let prepared = open_datastore(conf).and_then(|ds| {
+            let rt = runtime()?;
+            let dp = Session::new(Some(&netns))?;
+            let veth = dp.create_veth(&self.host_veth, &inv.env.ifname, mtu);
+            Ok((ds, rt, dp, veth))
+        });
+        let allocated = allocation.finish_add();
+        match (prepared, allocated) {
+            (Ok((ds, rt, dp, veth)), Ok(allocated)) => {
+                fault_point(conf, AddStep::Allocated);
+                let ips: Vec<IpAddr> = allocated.ips.iter().map(|c| c.address.addr()).collect();
+                let done =
+                    veth.and_then(|index| self.plumb(&dp, index, &ips, mtu, ds.as_ref(), &rt));
+                if let Err(e) = &done {
+                    tracing::warn!(container_id = %inv.env.container_id, "ADD failed, rolling back: {e}");
+                    self.rollback(&dp, ds.as_ref(), &rt);
+                }
+                done
+            }
+            // Nothing allocated: only the veth to undo.
+            (Ok((_, _, dp, veth)), Err(e)) => {
                 if veth.is_ok() {
                     self.remove_veth(&dp);
                 }
-                return Err(e);
-            }
-        };
-        fault_point(conf, AddStep::Allocated);
-        let ips: Vec<IpAddr> = allocated.ips.iter().map(|c| c.address.addr()).collect();
-        match veth.and_then(|host_index| self.plumb(&dp, host_index, &ips, mtu, ds.as_ref(), &rt)) {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                tracing::warn!(container_id = %inv.env.container_id, "ADD failed, rolling back: {e}");
-                self.rollback(&dp, ds.as_ref(), &rt);
                 Err(e)
             }
+            (Err(e), Ok(_)) => {
+                self.release();
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
         }
     }
 
@@ -263,11 +273,16 @@ impl<'a> Attachment<'a> {
     /// Undoes a failed ADD: the veth (and so its routes), the endpoint, the allocation. Each
     /// part is tried even when another fails; failures are logged, the ADD error is reported.
     fn rollback(&self, dp: &Session<'_>, ds: &dyn Datastore, rt: &tokio::runtime::Runtime) {
-        let inv = self.inv;
         self.remove_veth(dp);
         if let Err(e) = self.delete_endpoint(ds, rt) {
             tracing::warn!("rollback: {e}");
         }
+        self.release();
+    }
+
+    /// Rollback's last part: the IPAM plugin releases what it allocated for this ADD.
+    fn release(&self) {
+        let inv = self.inv;
         if let Ok(ipam) = ipam_type(&inv.conf)
             && let Err(e) = delegate::run(ipam, &inv.env.path, "DEL", &inv.stdin)
         {
