@@ -49,6 +49,7 @@ pub fn main(plugin: &dyn Plugin) -> i32 {
             }
         },
     };
+    tracing::debug!(code, "command done");
     if let Some(v) = out {
         let mut s = serde_json::to_string(&v).expect("JSON values serialize");
         s.push('\n');
