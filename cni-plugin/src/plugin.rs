@@ -313,9 +313,9 @@ impl<'a> Attachment<'a> {
             let rt = runtime()?;
             self.delete_endpoint(ds.as_ref(), &rt)
         });
+        tracing::debug!("DEL: endpoint deleted");
         // The pod side lives in the netns; deleting it takes the host side and its routes
         // along. A netns that is already gone took the pair with it.
-        tracing::debug!("DEL: endpoint deleted");
         let veth = match inv.env.netns.as_ref().map(|p| NetNs::open(p)) {
             Some(Ok(netns)) => Session::new(Some(&netns))
                 .and_then(|dp| dp.delete_pod_link(&inv.env.ifname))
