@@ -364,4 +364,56 @@ mod tests {
         assert_eq!(Version::parse("0.2.0"), None);
         assert_eq!(Version::parse("2.0.0"), None);
     }
+
+    mod roundtrip {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn ip_config() -> impl Strategy<Value = IpConfig> {
+            prop_oneof![
+                (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, p)| IpNet::new(a.into(), p).unwrap()),
+                (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, p)| IpNet::new(a.into(), p).unwrap()),
+            ]
+            .prop_flat_map(|address| {
+                (Just(address), proptest::option::of(0usize..4)).prop_map(|(address, interface)| {
+                    IpConfig {
+                        address,
+                        gateway: None,
+                        interface,
+                    }
+                })
+            })
+        }
+
+        proptest! {
+            /// A result written in any version reads back with the same addresses, and the
+            /// IP `version` field is present exactly before 1.0.0 and names the right family.
+            #[test]
+            fn every_version_reads_back(ips in proptest::collection::vec(ip_config(), 0..4),
+                                        names in proptest::collection::vec("[a-z0-9]{1,15}", 0..3)) {
+                let r = CniResult {
+                    cni_version: CURRENT_VERSION.into(),
+                    interfaces: names.into_iter().map(|name| Interface { name, mtu: Some(1500), ..Default::default() }).collect(),
+                    ips,
+                    routes: vec![Route::new("0.0.0.0/0".parse().unwrap(), None)],
+                    dns: Dns::default(),
+                };
+                for v in [Version::V0_3_1, Version::V0_4_0, Version::V1_0_0, Version::V1_1_0] {
+                    let j = r.to_version(v);
+                    let back: CniResult = serde_json::from_value(j.clone()).unwrap();
+                    prop_assert_eq!(&back.ips, &r.ips);
+                    prop_assert_eq!(back.interfaces.len(), r.interfaces.len());
+                    for (ij, ip) in j["ips"].as_array().map(Vec::as_slice).unwrap_or(&[]).iter().zip(&r.ips) {
+                        let family = if ip.address.addr().is_ipv4() { "4" } else { "6" };
+                        if v < Version::V1_0_0 {
+                            prop_assert_eq!(&ij["version"], family);
+                        } else {
+                            prop_assert!(ij.get("version").is_none());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
