@@ -5,8 +5,9 @@
 //!                    └─▶ open datastore, netlink session, veth pair ───────────┴─1─▶ ─2─▶
 //!       pod side ─3─▶ host side ─4─▶ endpoint ─5─▶ result       any failure after 1 ─▶ rollback
 //!
-//!  DEL: ┬─▶ exec tabby-ipam DEL (release by handle) ──────────────┐
-//!       └─▶ delete endpoint, delete pod veth (kernel: ~20 ms) ────┴─▶ done
+//!  DEL: ┬─▶ exec tabby-ipam DEL (release by handle) ───┐
+//!       ├─▶ delete pod veth (the kernel takes ~20 ms) ─┼─▶ done
+//!       └─▶ delete endpoint (a thread of its own) ─────┘
 //! ```
 //! The numbers are the [`AddStep`]s after which `test_exit_after_step` kills the process. The
 //! IPAM plugin runs beside the kernel work because neither needs the other's result.
@@ -309,20 +310,25 @@ impl<'a> Attachment<'a> {
         let inv = self.inv;
         let ipam = ipam_type(&inv.conf)?;
         let release = delegate::start(ipam, &inv.env.path, "DEL", &inv.stdin)?;
-        let endpoint = open_datastore(&inv.conf).and_then(|ds| {
-            let rt = runtime()?;
-            self.delete_endpoint(ds.as_ref(), &rt)
+        let (veth, endpoint) = std::thread::scope(|s| {
+            let endpoint = s.spawn(|| {
+                let ds = open_datastore(&inv.conf)?;
+                self.delete_endpoint(ds.as_ref(), &runtime()?)
+            });
+            // The pod side lives in the netns; deleting it takes the host side and its routes
+            // along. A netns that is already gone took the pair with it.
+            let veth = match inv.env.netns.as_ref().map(|p| NetNs::open(p)) {
+                Some(Ok(netns)) => Session::new(Some(&netns))
+                    .and_then(|dp| dp.delete_pod_link(&inv.env.ifname))
+                    .map(|_| ()),
+                _ => Ok(()),
+            };
+            tracing::debug!("DEL: veth deleted");
+            let endpoint = endpoint
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (veth, endpoint)
         });
-        tracing::debug!("DEL: endpoint deleted");
-        // The pod side lives in the netns; deleting it takes the host side and its routes
-        // along. A netns that is already gone took the pair with it.
-        let veth = match inv.env.netns.as_ref().map(|p| NetNs::open(p)) {
-            Some(Ok(netns)) => Session::new(Some(&netns))
-                .and_then(|dp| dp.delete_pod_link(&inv.env.ifname))
-                .map(|_| ()),
-            _ => Ok(()),
-        };
-        tracing::debug!("DEL: veth deleted");
         let released = release.finish();
         tracing::debug!("DEL done");
         veth?;
