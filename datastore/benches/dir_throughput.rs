@@ -65,6 +65,31 @@ async fn single(ds: &dyn Datastore, label: &str, n: usize) {
     );
 }
 
+/// `count` IPAM-like allocations: read this process's block, CAS-update it, create a handle
+/// and a WorkloadEndpoint (three writes, two of them new objects).
+async fn allocations(ds: &dyn Datastore, block: &Key, id: &str, count: usize) {
+    for i in 0..count {
+        increments(ds, block, 1).await;
+        ds.create(handle(&format!("{id}-h{i}")))
+            .await
+            .expect("create handle");
+        let mut wep = api::WorkloadEndpoint::new(format!("{id}-w{i}"), Default::default());
+        wep.metadata.namespace = Some("default".into());
+        ds.create(wep.into()).await.expect("create endpoint");
+    }
+}
+
+/// What each worker process does.
+#[derive(Clone, Copy)]
+enum Load {
+    /// Get + CAS-update of a key of its own.
+    OwnKey,
+    /// Get + CAS-update of one key all processes share.
+    SharedKey,
+    /// [`allocations`].
+    Allocations,
+}
+
 /// `count` get + CAS-update increments of `key`, retrying on conflict. Returns the conflicts.
 async fn increments(ds: &dyn Datastore, key: &Key, count: usize) -> usize {
     let mut conflicts = 0;
@@ -84,7 +109,7 @@ async fn increments(ds: &dyn Datastore, key: &Key, count: usize) -> usize {
     conflicts
 }
 
-fn contended(dir: &Path, label: &str, fsync: bool, processes: usize, count: usize, shared: bool) {
+fn contended(dir: &Path, label: &str, fsync: bool, processes: usize, count: usize, load: Load) {
     let rt = runtime();
     let ds = DirDatastore::open_with(
         dir,
@@ -103,13 +128,14 @@ fn contended(dir: &Path, label: &str, fsync: bool, processes: usize, count: usiz
     let t = Instant::now();
     let children: Vec<_> = (0..processes)
         .map(|i| {
-            let key = if shared {
-                "shared".to_string()
-            } else {
-                format!("h{i}")
+            let (key, alloc) = match load {
+                Load::OwnKey => (format!("h{i}"), false),
+                Load::SharedKey => ("shared".to_string(), false),
+                Load::Allocations => (format!("h{i}"), true),
             };
+            let spec = format!("{}|{key}|{count}|{fsync}|{alloc}", dir.display());
             Command::new(std::env::current_exe().unwrap())
-                .env(WORKER, format!("{}|{key}|{count}|{fsync}", dir.display()))
+                .env(WORKER, spec)
                 .spawn()
                 .unwrap()
         })
@@ -118,8 +144,12 @@ fn contended(dir: &Path, label: &str, fsync: bool, processes: usize, count: usiz
         assert!(c.wait().unwrap().success());
     }
     let d = t.elapsed();
+    let what = match load {
+        Load::Allocations => "allocations",
+        Load::OwnKey | Load::SharedKey => "get+update",
+    };
     println!(
-        "{label:<28} {processes} processes x {count} get+update: {} (writes/s, all processes)",
+        "{label:<28} {processes} processes x {count} {what}: {} (all processes)",
         rate(processes * count, d)
     );
 }
@@ -137,6 +167,7 @@ fn worker(spec: &str) {
     let key = Key::new(Kind::IPAMHandle, parts.next().unwrap());
     let count: usize = parts.next().unwrap().parse().unwrap();
     let fsync: bool = parts.next().unwrap().parse().unwrap();
+    let alloc: bool = parts.next().unwrap().parse().unwrap();
     let ds = DirDatastore::open_with(
         dir,
         DirOptions {
@@ -145,7 +176,12 @@ fn worker(spec: &str) {
         },
     )
     .unwrap();
-    runtime().block_on(increments(&ds, &key, count));
+    if alloc {
+        let id = key.name.clone();
+        runtime().block_on(allocations(&ds, &key, &id, count));
+    } else {
+        runtime().block_on(increments(&ds, &key, count));
+    }
 }
 
 struct TempDir(PathBuf);
@@ -201,14 +237,16 @@ fn main() {
         .unwrap();
         rt.block_on(single(&ds, "dir, fsync", 500));
     }
-    for (label, processes, fsync, shared) in [
-        ("dir, own key", 1, false, false),
-        ("dir, own keys", 4, false, false),
-        ("dir, one shared key", 4, false, true),
-        ("dir, own keys, fsync", 4, true, false),
+    for (label, processes, fsync, load) in [
+        ("dir, own key", 1, false, Load::OwnKey),
+        ("dir, own keys", 4, false, Load::OwnKey),
+        ("dir, one shared key", 4, false, Load::SharedKey),
+        ("dir, own keys, fsync", 4, true, Load::OwnKey),
+        ("dir, IPAM-like", 1, false, Load::Allocations),
+        ("dir, IPAM-like", 4, false, Load::Allocations),
     ] {
         let dir = TempDir::new("contended");
         let count = if fsync { 200 } else { 2_000 };
-        contended(&dir.0, label, fsync, processes, count, shared);
+        contended(&dir.0, label, fsync, processes, count, load);
     }
 }

@@ -1,16 +1,27 @@
 //! The behaviour every [`Datastore`] backend must have, as a suite any backend can run.
 //!
-//! Each check is a plain `async fn` over a fresh, empty store; [`crate::conformance_tests!`] turns the
-//! whole suite into one `#[tokio::test]` per check for a backend:
+//! Each check is a plain `async fn` over a fresh, empty store, so a backend's own tests can
+//! call the ones they want; [`crate::conformance_tests!`] turns the whole suite into one
+//! `#[tokio::test]` per check:
 //!
-//! ```ignore
-//! struct Fresh(MyDatastore);
-//! impl datastore::conformance::Subject for Fresh {
-//!     fn store(&self) -> &dyn Datastore { &self.0 }
-//!     fn compact(&self, keep_after: Revision) -> Result<(), Error> { self.0.compact(keep_after) }
+//! ```
+//! use datastore::conformance::Subject;
+//! use datastore::{Datastore, Error, MemoryDatastore, Revision};
+//!
+//! struct Fresh(MemoryDatastore);
+//!
+//! impl Subject for Fresh {
+//!     fn store(&self) -> &dyn Datastore {
+//!         &self.0
+//!     }
+//!     fn compact(&self, keep_after: Revision) -> Result<(), Error> {
+//!         self.0.compact(keep_after);
+//!         Ok(())
+//!     }
 //! }
+//!
 //! mod conformance {
-//!     datastore::conformance_tests!(super::Fresh(MyDatastore::new()));
+//!     datastore::conformance_tests!(super::Fresh(datastore::MemoryDatastore::new()));
 //! }
 //! ```
 //!

@@ -6,6 +6,10 @@
 //! one, and a resource's `metadata.resourceVersion` is the revision of its last write (as etcd's
 //! `mod_revision` and Kubernetes' `resourceVersion` are). A watch from revision R delivers every
 //! change with a revision greater than R, exactly once and in order.
+//!
+//! Backends: [`DirDatastore`], a local directory shared by every process on a host (the
+//! embedded default), and [`MemoryDatastore`] for tests; [`open`] picks one from a spec such as
+//! `dir:/var/lib/tabby`. [`conformance`] is the behaviour they all share, as a test suite.
 
 pub mod conformance;
 pub mod dir;

@@ -17,6 +17,8 @@ const ROLE: &str = "TABBY_DS_WORKER";
 const DIR: &str = "TABBY_DS_DIR";
 const ID: &str = "TABBY_DS_ID";
 const COUNT: &str = "TABBY_DS_COUNT";
+/// Overrides [`DirOptions::log_limit`] in a worker, to make it compact often.
+const LOG_LIMIT: &str = "TABBY_DS_LOG_LIMIT";
 
 /// A directory under the system temp dir, removed when dropped.
 struct TempDir(PathBuf);
@@ -39,14 +41,24 @@ impl Drop for TempDir {
 }
 
 fn options() -> DirOptions {
+    let defaults = DirOptions::default();
     DirOptions {
         poll_interval: Duration::from_millis(2),
-        ..DirOptions::default()
+        log_limit: std::env::var(LOG_LIMIT)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.log_limit),
+        ..defaults
     }
 }
 
 fn spawn(role: &str, dir: &Path, id: usize, count: usize) -> Child {
+    spawn_with(role, dir, id, count, &[])
+}
+
+fn spawn_with(role: &str, dir: &Path, id: usize, count: usize, env: &[(&str, &str)]) -> Child {
     Command::new(std::env::current_exe().expect("the test binary's path"))
+        .envs(env.iter().copied())
         .args(["--exact", "worker", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(DIR, dir)
@@ -312,5 +324,76 @@ async fn writers_killed_mid_stream_leave_a_consistent_store() {
             }
         }
         assert_eq!(from_files, replayed, "round {round}: applied object files");
+    }
+}
+
+/// Every object of every kind, as a handle on `dir` sees them.
+async fn everything(ds: &DirDatastore) -> BTreeMap<Key, Resource> {
+    let mut all = BTreeMap::new();
+    for kind in Kind::ALL {
+        for item in ds.list(kind).await.expect("list").items {
+            all.insert(item.key(), item);
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_killed_while_compacting_leave_a_readable_store() {
+    const ROUNDS: usize = 4;
+    let dir = TempDir::new("crash-compact");
+    // 200 kB payloads against a 1 MB limit: a compaction every few writes.
+    let env = [(LOG_LIMIT, "1000000")];
+    let mut last = Revision(0);
+    for round in 0..ROUNDS {
+        let children: Vec<Child> = (0..2)
+            .map(|i| spawn_with("crasher", &dir.0, i, 0, &env))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ds = DirDatastore::open_with(&dir.0, options()).unwrap();
+            if ds.oldest().unwrap() > last && ds.revision().unwrap().0 > last.0 + 30 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "writers made no progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2 + 5 * round as u64)).await;
+        for mut child in children {
+            child.kill().expect("SIGKILL a writer");
+            child.wait().unwrap();
+        }
+        let ds = DirDatastore::open_with(&dir.0, options()).expect("reopen after SIGKILL");
+        let revision = ds.revision().unwrap();
+        assert!(revision > last, "revision only grows");
+        assert!(ds.oldest().unwrap() <= revision);
+        last = revision;
+        let seen = everything(&ds).await;
+        assert!(seen.values().all(|r| rev(r) <= revision));
+        // The history that is left agrees with the objects on every key it mentions.
+        let oldest = ds.oldest().unwrap();
+        let mut watch = ds.watch(None, oldest).await.unwrap();
+        let mut last_word = BTreeMap::new();
+        for expected in oldest.0 + 1..=revision.0 {
+            let e = datastore::conformance::next_event(&mut watch).await;
+            assert_eq!(e.revision(), Revision(expected), "gapless history");
+            let state = match &e {
+                WatchEvent::Deleted { .. } => None,
+                WatchEvent::Added { resource, .. } | WatchEvent::Modified { resource, .. } => {
+                    Some(resource.clone())
+                }
+            };
+            last_word.insert(e.resource().key(), state);
+        }
+        for (key, state) in &last_word {
+            assert_eq!(seen.get(key), state.as_ref(), "round {round}: {key}");
+        }
+        assert_eq!(ds.checkpoint().unwrap(), revision);
+        let fresh = DirDatastore::open_with(&dir.0, options()).unwrap();
+        assert_eq!(
+            everything(&fresh).await,
+            seen,
+            "round {round}: applied object files"
+        );
     }
 }

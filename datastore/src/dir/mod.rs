@@ -14,7 +14,7 @@
 //! # Concurrency
 //!
 //! Every operation takes an `flock` on `state`: shared for get/list, exclusive for
-//! create/update/delete/compact. Within one process a mutex serialises the handle's own
+//! create/update/delete/compact/checkpoint. Within one process a mutex serialises the handle's own
 //! operations first, so one lock is held per process at a time. Watches take no lock: they poll
 //! the log for growth every [`DirOptions::poll_interval`] and read only complete, checksummed
 //! records, which a writer publishes with a single `pwrite`.
@@ -77,6 +77,7 @@
 //! (the boot id in `state` differs) the first process to take the lock reconciles the whole log
 //! with the object files, newest revision winning per key, and moves the revision past every
 //! object found.
+//!
 //! [`DirOptions::fsync`] makes every write `fdatasync` the log before it is acknowledged, and
 //! compaction sync the object files whose records it drops and its new log before the rename,
 //! for operators who need acknowledged writes to survive a power loss and accept the cost
@@ -85,9 +86,10 @@
 //! # Blocking
 //!
 //! The operations do their file I/O and wait for the lock on the calling thread, without
-//! `spawn_blocking`: they are short (a write holds the lock for a few system calls, a
-//! compaction for one copy of the retained log), and handing each to a blocking thread would
-//! cost more than it does.
+//! `spawn_blocking`: they are short (a write holds the lock for a few system calls, the write
+//! that applies a batch for one rename per object changed in it, a compaction for one copy of
+//! the retained log), and handing each to a blocking thread would cost more than most of them
+//! take. No lock is held across an `.await`.
 
 mod log;
 mod paths;
@@ -672,7 +674,18 @@ impl Shared {
     fn load(&self, key: &Key) -> Result<Slot, Error> {
         let path = paths::object(&self.root, key);
         match std::fs::read(&path) {
-            Ok(json) => Ok(Slot::Present(entry_from_file(json, &path)?)),
+            Ok(json) => {
+                let entry = entry_from_file(json, &path)?;
+                let found = entry.parsed.as_ref().expect("entry_from_file parses").key();
+                if found != *key {
+                    // Only a hashed overlong name could collide, or a file put there by hand.
+                    return Err(Error::Corrupt {
+                        what: format!("reading {key} from {}", path.display()),
+                        reason: format!("the file holds {found}"),
+                    });
+                }
+                Ok(Slot::Present(entry))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Slot::Absent),
             Err(e) => Err(io(format!("reading {key} from {}", path.display()))(e)),
         }
@@ -703,10 +716,14 @@ impl Shared {
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
             };
-            let mut entry = entry_from_file(json, &path)?;
-            let key = entry
-                .resource(&Key::new(kind, path.display().to_string()))?
-                .key();
+            let entry = entry_from_file(json, &path)?;
+            let key = entry.parsed.as_ref().expect("entry_from_file parses").key();
+            if key.kind != kind {
+                return Err(Error::Corrupt {
+                    what: format!("listing {kind} from {}", path.display()),
+                    reason: format!("the file holds {key}"),
+                });
+            }
             // A cached slot came from the log after the applied revision, or from this very
             // file: either way it is at least as new.
             inner.cache.entry(key).or_insert(Slot::Present(entry));

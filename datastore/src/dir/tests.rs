@@ -630,3 +630,77 @@ async fn an_application_cut_short_is_finished_by_the_next_one() {
     assert_eq!(nodes(&fresh).await, all);
     assert!(!paths::object(dir.path(), &gone.key()).exists());
 }
+
+#[tokio::test]
+async fn a_compaction_cut_short_leaves_a_readable_store() {
+    let dir = TempDir::new("compaction-crash");
+    let ds = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let mut n = ds.create(node("n")).await.unwrap();
+    for i in 0..5 {
+        n = ds.update(annotated(n, "i", &i.to_string())).await.unwrap();
+    }
+    let state_before = std::fs::read(paths::state(dir.path())).unwrap();
+    // Killed after writing the new log but before renaming it: a stray tmp/log.
+    std::fs::write(paths::tmp(dir.path()).join("log"), b"half a log").unwrap();
+    let other = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    assert_eq!(other.get(&n.key()).await.unwrap(), n);
+    // Killed after the rename but before recording it in state.
+    ds.compact(Revision(4)).unwrap();
+    std::fs::write(paths::state(dir.path()), &state_before).unwrap();
+    let fresh = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    assert_eq!(fresh.revision().unwrap(), Revision(6));
+    assert_eq!(fresh.get(&n.key()).await.unwrap(), n);
+    assert_eq!(fresh.oldest().unwrap(), Revision(4));
+    let n2 = fresh.create(node("n2")).await.unwrap();
+    assert_eq!(rev(&n2), 7);
+    assert_eq!(other.list(Kind::Node).await.unwrap().items, vec![n, n2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_on_shared_and_separate_handles_increment_exactly() {
+    const TASKS: usize = 8;
+    const INCREMENTS: usize = 40;
+    let dir = TempDir::new("tasks");
+    let first = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let counter = first.create(node("counter")).await.unwrap();
+    let second = DirDatastore::open_with(dir.path(), fast()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        // Half the tasks share one handle (its mutex), half another (its own flock).
+        let ds = if t % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let key = counter.key();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..INCREMENTS {
+                loop {
+                    let current = ds.get(&key).await.unwrap();
+                    let n: usize = current
+                        .metadata()
+                        .annotations
+                        .get("n")
+                        .map_or(0, |v| v.parse().unwrap());
+                    match ds
+                        .update(annotated(current, "n", &(n + 1).to_string()))
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(Error::Conflict { .. }) => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let last = first.get(&counter.key()).await.unwrap();
+    assert_eq!(
+        last.metadata().annotations["n"],
+        (TASKS * INCREMENTS).to_string()
+    );
+    assert_eq!(rev(&last), 1 + (TASKS * INCREMENTS) as u64);
+}
