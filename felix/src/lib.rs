@@ -1,1 +1,17 @@
 //! felix: the only writer of kernel networking state on a node.
+//!
+//! Two halves, as in Calico's felix: [`calc`] turns inputs (resources and BGP routes) into the
+//! desired dataplane ([`model::Desired`]); the managers ([`routes`], [`links`], [`neigh`],
+//! [`sysctl`], [`nft`]) each reconcile one kernel table to it (read actual, diff, apply the
+//! difference). [`agent`] wires them together.
+
+pub mod calc;
+pub mod model;
+pub mod mtu;
+
+pub use calc::{Calculator, Input, LocalNode};
+pub use model::Desired;
+
+/// The route protocol number on every route felix writes (`proto 80`), the one Calico's felix
+/// uses. It is how felix finds its own routes and leaves everyone else's alone.
+pub const PROTO_TABBY: u8 = 80;
