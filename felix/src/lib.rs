@@ -6,10 +6,14 @@
 //! difference). [`agent`] wires them together.
 
 pub mod calc;
+pub mod links;
 pub mod model;
 pub mod mtu;
+pub mod neigh;
 pub mod netlink;
+pub mod nft;
 pub mod routes;
+pub mod sysctl;
 
 pub use calc::{Calculator, Input, LocalNode};
 pub use model::Desired;

@@ -1,0 +1,395 @@
+//! The link manager: `tunl0` and `vxlan.calico`, found by name, with their MTU, MAC, up state and
+//! their one /32 address. Nothing else on the host is touched.
+//!
+//! A VXLAN device whose VNI, port, local address, parent or learning flag differs from the
+//! desired one is deleted and recreated (the kernel cannot change those in place); MTU, MAC and
+//! up state are set in place.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use tracing::{info, warn};
+
+use crate::Error;
+use crate::model::{Devices, IPIP_DEVICE, IpipDevice, Mac, VXLAN_DEVICE, VxlanDevice};
+use crate::netlink::{ACKED, CREATE, Netlink, link_mtu, link_name};
+
+pub struct LinkManager {
+    nl: Netlink,
+    desired: Devices,
+    dirty: bool,
+}
+
+/// What the manager read of one link.
+struct Link<'a> {
+    msg: &'a LinkMessage,
+}
+
+impl Link<'_> {
+    fn index(&self) -> u32 {
+        self.msg.header.index
+    }
+    fn up(&self) -> bool {
+        self.msg.header.flags.contains(LinkFlags::Up)
+    }
+    fn mtu(&self) -> Option<u32> {
+        link_mtu(self.msg)
+    }
+    fn mac(&self) -> Option<Mac> {
+        self.msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                Some(Mac(b.as_slice().try_into().expect("6 bytes")))
+            }
+            _ => None,
+        })
+    }
+    fn info(&self) -> (Option<&InfoKind>, Option<&InfoData>) {
+        let mut kind = None;
+        let mut data = None;
+        for a in &self.msg.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for i in infos {
+                    match i {
+                        LinkInfo::Kind(k) => kind = Some(k),
+                        LinkInfo::Data(d) => data = Some(d),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        (kind, data)
+    }
+}
+
+fn find<'a>(links: &'a [LinkMessage], name: &str) -> Option<Link<'a>> {
+    links
+        .iter()
+        .find(|l| link_name(l) == Some(name))
+        .map(|msg| Link { msg })
+}
+
+impl LinkManager {
+    pub fn new(nl: Netlink) -> Self {
+        LinkManager {
+            nl,
+            desired: Devices::default(),
+            dirty: true,
+        }
+    }
+
+    pub fn set_desired(&mut self, d: &Devices) {
+        if self.desired != *d {
+            self.desired = d.clone();
+            self.dirty = true;
+        }
+    }
+
+    pub fn queue_resync(&mut self) {
+        self.dirty = true;
+    }
+
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Reconciles both devices; returns whether it changed any link (the caller then re-reads
+    /// interface indexes).
+    pub async fn apply(&mut self, links: &[LinkMessage]) -> Result<bool, Error> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        let vx = self.vxlan(links).await;
+        let ip = self.ipip(links).await;
+        match (vx, ip) {
+            (Ok(a), Ok(b)) => {
+                self.dirty = false;
+                Ok(a || b)
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+
+    async fn vxlan(&self, links: &[LinkMessage]) -> Result<bool, Error> {
+        let cur = find(links, VXLAN_DEVICE);
+        let Some(want) = &self.desired.vxlan else {
+            if let Some(l) = cur {
+                info!(
+                    device = VXLAN_DEVICE,
+                    "no pool uses VXLAN: removing the device"
+                );
+                self.delete(l.index()).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        };
+        let parent = find(links, &want.parent).ok_or_else(|| {
+            Error::Netlink(format!(
+                "creating {VXLAN_DEVICE}: parent device {} not found",
+                want.parent
+            ))
+        })?;
+        let matches = cur
+            .as_ref()
+            .is_some_and(|l| vxlan_matches(l, want, parent.index()));
+        let mut changed = false;
+        if let (Some(l), false) = (&cur, matches) {
+            info!(
+                device = VXLAN_DEVICE,
+                "settings differ: recreating the device"
+            );
+            self.delete(l.index()).await?;
+        }
+        let index = if matches {
+            let l = cur.expect("matched");
+            let mut set = Vec::new();
+            if l.mtu() != Some(want.mtu) {
+                set.push(LinkAttribute::Mtu(want.mtu));
+            }
+            if let Some(mac) = want.mac
+                && l.mac() != Some(mac)
+            {
+                set.push(LinkAttribute::Address(mac.0.to_vec()));
+            }
+            if !set.is_empty() || !l.up() {
+                self.set(l.index(), set).await?;
+                changed = true;
+            }
+            l.index()
+        } else {
+            changed = true;
+            self.create_vxlan(want, parent.index()).await?
+        };
+        self.addresses(index, want.address).await?;
+        Ok(changed)
+    }
+
+    async fn create_vxlan(&self, want: &VxlanDevice, parent: u32) -> Result<u32, Error> {
+        let mut m = LinkMessage::default();
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes
+            .push(LinkAttribute::IfName(VXLAN_DEVICE.into()));
+        m.attributes.push(LinkAttribute::Mtu(want.mtu));
+        if let Some(mac) = want.mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(want.vni),
+                InfoVxlan::Local(want.local),
+                InfoVxlan::Link(parent),
+                InfoVxlan::Port(want.port),
+                InfoVxlan::Learning(false),
+            ])),
+        ]));
+        self.nl
+            .request(RouteNetlinkMessage::NewLink(m), CREATE)
+            .await
+            .map_err(|e| Error::Netlink(format!("creating {VXLAN_DEVICE}: {e}")))?;
+        info!(device = VXLAN_DEVICE, vni = want.vni, "created");
+        let links = self.nl.links().await?;
+        find(&links, VXLAN_DEVICE)
+            .map(|l| l.index())
+            .ok_or_else(|| Error::Netlink(format!("{VXLAN_DEVICE} vanished after creation")))
+    }
+
+    async fn ipip(&self, links: &[LinkMessage]) -> Result<bool, Error> {
+        let cur = find(links, IPIP_DEVICE);
+        let Some(want) = &self.desired.ipip else {
+            // The fallback tunl0 cannot be deleted while the ipip module is loaded: take our
+            // address off and set it down, as Calico does.
+            if let Some(l) = cur {
+                let had = !self.current_addresses(l.index()).await?.is_empty();
+                if l.up() || had {
+                    info!(
+                        device = IPIP_DEVICE,
+                        "no pool uses IPIP: taking the device down"
+                    );
+                    self.addresses(l.index(), None).await?;
+                    self.set_down(l.index()).await?;
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        };
+        let mut changed = false;
+        let l = match cur {
+            Some(l) => l,
+            None => {
+                self.create_ipip(want).await?;
+                changed = true;
+                let links = self.nl.links().await?;
+                let index = find(&links, IPIP_DEVICE)
+                    .map(|l| l.index())
+                    .ok_or_else(|| Error::Netlink(format!("{IPIP_DEVICE} missing")))?;
+                self.set(index, vec![LinkAttribute::Mtu(want.mtu)]).await?;
+                self.addresses(index, want.address).await?;
+                return Ok(changed);
+            }
+        };
+        if l.mtu() != Some(want.mtu) || !l.up() {
+            self.set(l.index(), vec![LinkAttribute::Mtu(want.mtu)])
+                .await?;
+            changed = true;
+        }
+        changed |= self.addresses(l.index(), want.address).await?;
+        Ok(changed)
+    }
+
+    async fn create_ipip(&self, want: &IpipDevice) -> Result<(), Error> {
+        let mut m = LinkMessage::default();
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes.push(LinkAttribute::IfName(IPIP_DEVICE.into()));
+        m.attributes.push(LinkAttribute::Mtu(want.mtu));
+        m.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::IpIp,
+            )]));
+        self.nl
+            .request(RouteNetlinkMessage::NewLink(m), CREATE)
+            .await
+            .map_err(|e| {
+                Error::Netlink(format!(
+                    "creating {IPIP_DEVICE} (is the ipip module available?): {e}"
+                ))
+            })?;
+        Ok(())
+    }
+
+    async fn delete(&self, index: u32) -> Result<(), Error> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.nl
+            .request(RouteNetlinkMessage::DelLink(m), ACKED)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets attributes and brings the link up.
+    async fn set(&self, index: u32, attrs: Vec<LinkAttribute>) -> Result<(), Error> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        m.attributes = attrs;
+        self.nl
+            .request(RouteNetlinkMessage::SetLink(m), ACKED)
+            .await
+            .map(|_| ())
+    }
+
+    async fn set_down(&self, index: u32) -> Result<(), Error> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        self.nl
+            .request(RouteNetlinkMessage::SetLink(m), ACKED)
+            .await
+            .map(|_| ())
+    }
+
+    async fn current_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet;
+        let msgs = self.nl.dump(RouteNetlinkMessage::GetAddress(req)).await?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.iter().find_map(|at| match at {
+                        AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, a.header.prefix_len)),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Makes `index` carry exactly `want`/32 (or no IPv4 address at all).
+    async fn addresses(&self, index: u32, want: Option<Ipv4Addr>) -> Result<bool, Error> {
+        let have = self.current_addresses(index).await?;
+        let mut changed = false;
+        for (ip, len) in &have {
+            if Some(*ip) != want || *len != 32 {
+                self.nl
+                    .request(
+                        RouteNetlinkMessage::DelAddress(addr_message(index, *ip, *len)),
+                        ACKED,
+                    )
+                    .await?;
+                changed = true;
+            }
+        }
+        if let Some(ip) = want
+            && !have.contains(&(ip, 32))
+        {
+            self.nl
+                .request(
+                    RouteNetlinkMessage::NewAddress(addr_message(index, ip, 32)),
+                    CREATE,
+                )
+                .await?;
+            changed = true;
+        }
+        if changed {
+            let set: BTreeSet<_> = want.into_iter().collect();
+            info!(index, addresses = ?set, "tunnel address set");
+        }
+        Ok(changed)
+    }
+}
+
+fn addr_message(index: u32, ip: Ipv4Addr, len: u8) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = len;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
+    m.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+    m
+}
+
+fn vxlan_matches(l: &Link<'_>, want: &VxlanDevice, parent: u32) -> bool {
+    let (kind, data) = l.info();
+    if kind != Some(&InfoKind::Vxlan) {
+        return false;
+    }
+    let Some(InfoData::Vxlan(attrs)) = data else {
+        return false;
+    };
+    let (mut vni, mut port, mut local, mut link, mut learning) = (None, None, None, None, None);
+    for a in attrs {
+        match a {
+            InfoVxlan::Id(v) => vni = Some(*v),
+            InfoVxlan::Port(p) => port = Some(*p),
+            InfoVxlan::Local(ip) => local = Some(*ip),
+            InfoVxlan::Link(i) => link = Some(*i),
+            InfoVxlan::Learning(b) => learning = Some(*b),
+            _ => {}
+        }
+    }
+    let ok = vni == Some(want.vni)
+        && port == Some(want.port)
+        && local == Some(want.local)
+        && link == Some(parent)
+        && learning != Some(true);
+    if !ok {
+        warn!(
+            ?vni,
+            ?port,
+            ?local,
+            ?link,
+            ?learning,
+            "{VXLAN_DEVICE} differs from the desired settings"
+        );
+    }
+    ok
+}

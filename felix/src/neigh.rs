@@ -1,0 +1,233 @@
+//! The neighbour and FDB manager: permanent ARP entries (VTEP IP → VTEP MAC on vxlan.calico,
+//! pod IP → pod MAC on its cali veth) and permanent FDB entries on vxlan.calico (VTEP MAC →
+//! remote node address). Only permanent entries on vxlan.calico and cali* devices are felix's;
+//! learned entries and every other device are left alone.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::RouteType;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use tracing::warn;
+
+use crate::Error;
+use crate::model::{Mac, VXLAN_DEVICE, WORKLOAD_PREFIX};
+use crate::netlink::{ACKED, Netlink, REPLACE};
+
+type NeighKey = (u32, Ipv4Addr);
+
+pub struct NeighManager {
+    nl: Netlink,
+    neighbours: BTreeMap<(String, Ipv4Addr), Mac>,
+    fdb: BTreeMap<Mac, Ipv4Addr>,
+    ifindex: BTreeMap<String, u32>,
+    dirty: bool,
+}
+
+/// What one pass changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeighStats {
+    pub neigh_set: usize,
+    pub neigh_deleted: usize,
+    pub fdb_set: usize,
+    pub fdb_deleted: usize,
+}
+
+impl NeighManager {
+    pub fn new(nl: Netlink) -> Self {
+        NeighManager {
+            nl,
+            neighbours: BTreeMap::new(),
+            fdb: BTreeMap::new(),
+            ifindex: BTreeMap::new(),
+            dirty: true,
+        }
+    }
+
+    pub fn set_desired(
+        &mut self,
+        neighbours: &BTreeMap<(String, Ipv4Addr), Mac>,
+        fdb: &BTreeMap<Mac, Ipv4Addr>,
+    ) {
+        if self.neighbours != *neighbours || self.fdb != *fdb {
+            self.neighbours = neighbours.clone();
+            self.fdb = fdb.clone();
+            self.dirty = true;
+        }
+    }
+
+    pub fn set_interfaces(&mut self, ifindex: &BTreeMap<String, u32>) {
+        if self.ifindex != *ifindex {
+            self.ifindex = ifindex.clone();
+            self.dirty = true;
+        }
+    }
+
+    pub fn queue_resync(&mut self) {
+        self.dirty = true;
+    }
+
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    fn ours(&self, index: u32) -> bool {
+        self.ifindex
+            .iter()
+            .any(|(n, i)| *i == index && (n == VXLAN_DEVICE || n.starts_with(WORKLOAD_PREFIX)))
+    }
+
+    pub async fn apply(&mut self) -> Result<NeighStats, Error> {
+        let mut stats = NeighStats::default();
+        if !self.dirty {
+            return Ok(stats);
+        }
+        let mut missing_device = false;
+        let mut want: BTreeMap<NeighKey, Mac> = BTreeMap::new();
+        for ((dev, ip), mac) in &self.neighbours {
+            match self.ifindex.get(dev) {
+                Some(i) => {
+                    want.insert((*i, *ip), *mac);
+                }
+                None => missing_device = true,
+            }
+        }
+        let vx = self.ifindex.get(VXLAN_DEVICE).copied();
+
+        let mut actual: BTreeMap<NeighKey, Mac> = BTreeMap::new();
+        let mut fdb_actual: BTreeMap<Mac, Ipv4Addr> = BTreeMap::new();
+        for m in self.dump(AddressFamily::Inet).await? {
+            if m.header.state == NeighbourState::Permanent && self.ours(m.header.ifindex) {
+                if let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m)) {
+                    actual.insert((m.header.ifindex, ip), mac);
+                }
+            }
+        }
+        if let Some(vx) = vx {
+            for m in self.dump(AddressFamily::Bridge).await? {
+                if m.header.ifindex == vx
+                    && m.header.state == NeighbourState::Permanent
+                    && let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m))
+                    && mac != Mac([0; 6])
+                {
+                    fdb_actual.insert(mac, ip);
+                }
+            }
+        }
+
+        let mut reqs = Vec::new();
+        for (k, mac) in &want {
+            if actual.get(k) != Some(mac) {
+                reqs.push((
+                    RouteNetlinkMessage::NewNeighbour(neigh_msg(k.0, k.1, *mac)),
+                    REPLACE,
+                ));
+                stats.neigh_set += 1;
+            }
+        }
+        for (k, mac) in &actual {
+            if !want.contains_key(k) {
+                reqs.push((
+                    RouteNetlinkMessage::DelNeighbour(neigh_msg(k.0, k.1, *mac)),
+                    ACKED,
+                ));
+                stats.neigh_deleted += 1;
+            }
+        }
+        if let Some(vx) = vx {
+            for (mac, ip) in &self.fdb {
+                if fdb_actual.get(mac) != Some(ip) {
+                    if fdb_actual.contains_key(mac) {
+                        // An FDB entry's destination is part of its key: drop the old one.
+                        let old = fdb_msg(vx, *mac, fdb_actual[mac]);
+                        reqs.push((RouteNetlinkMessage::DelNeighbour(old), ACKED));
+                    }
+                    reqs.push((
+                        RouteNetlinkMessage::NewNeighbour(fdb_msg(vx, *mac, *ip)),
+                        REPLACE,
+                    ));
+                    stats.fdb_set += 1;
+                }
+            }
+            for (mac, ip) in &fdb_actual {
+                if !self.fdb.contains_key(mac) {
+                    reqs.push((
+                        RouteNetlinkMessage::DelNeighbour(fdb_msg(vx, *mac, *ip)),
+                        ACKED,
+                    ));
+                    stats.fdb_deleted += 1;
+                }
+            }
+        } else if !self.fdb.is_empty() {
+            missing_device = true;
+        }
+        let failures = self.nl.bulk(reqs).await;
+        for (_, e) in &failures {
+            warn!(error = %e, "programming a neighbour or FDB entry");
+        }
+        self.dirty = missing_device || !failures.is_empty();
+        Ok(stats)
+    }
+
+    async fn dump(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>, Error> {
+        let mut req = NeighbourMessage::default();
+        req.header.family = family;
+        Ok(self
+            .nl
+            .dump(RouteNetlinkMessage::GetNeighbour(req))
+            .await?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn dst(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+fn lladdr(m: &NeighbourMessage) -> Option<Mac> {
+    m.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) if b.len() == 6 => {
+            Some(Mac(b.as_slice().try_into().expect("6 bytes")))
+        }
+        _ => None,
+    })
+}
+
+/// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
+fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Mac) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.kind = RouteType::Unicast;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m
+}
+
+/// `bridge fdb replace MAC dev vxlan.calico dst IP self permanent`
+fn fdb_msg(index: u32, mac: Mac, ip: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    m
+}

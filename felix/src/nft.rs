@@ -1,0 +1,192 @@
+//! The nftables manager: one table of ours, `ip tabby`, replaced atomically (one `nft -f`
+//! transaction deletes and re-adds it) whenever the desired rules change or the kernel's copy
+//! drifts. Drift is detected by comparing the kernel's JSON listing (handles stripped) with the
+//! listing taken right after our last write. Nothing outside the table is touched.
+//!
+//! Rules, after Calico's masquerade manager (`masq_mgr.go`): traffic from a natOutgoing pool to
+//! anything outside every pool is masqueraded (or SNATed to `natOutgoingAddress`); forwarding to
+//! and from pool CIDRs is accepted.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use tracing::info;
+
+use crate::Error;
+use crate::model::NatRules;
+
+/// Our table: `table ip tabby`.
+pub const TABLE: &str = "tabby";
+
+/// Renders the table in nft's own syntax, as one transaction that replaces any previous copy.
+pub fn render(n: &NatRules) -> String {
+    let set = |name: &str, nets: &mut dyn Iterator<Item = &Ipv4Net>| {
+        let elems: Vec<String> = nets.map(|n| n.to_string()).collect();
+        let mut s = format!("  set {name} {{\n    type ipv4_addr; flags interval; auto-merge\n");
+        if !elems.is_empty() {
+            s.push_str(&format!("    elements = {{ {} }}\n", elems.join(", ")));
+        }
+        s.push_str("  }\n");
+        s
+    };
+    let snat = match n.nat_outgoing_address {
+        Some(a) => format!("snat to {a}"),
+        None => "masquerade fully-random".to_string(),
+    };
+    let mut t = format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n");
+    t.push_str(&set("all-ipam-pools", &mut n.all_pools.iter()));
+    t.push_str(&set("masq-ipam-pools", &mut n.masq_pools.iter()));
+    t.push_str(&format!(
+        "  chain nat-outgoing {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+         ip saddr @masq-ipam-pools ip daddr != @all-ipam-pools {snat}\n  }}\n"
+    ));
+    t.push_str(
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
+         ip saddr @all-ipam-pools accept\n    ip daddr @all-ipam-pools accept\n  }\n}\n",
+    );
+    t
+}
+
+pub struct NftManager {
+    desired: Option<NatRules>,
+    /// The kernel's listing right after our last write.
+    written: Option<Value>,
+    dirty: bool,
+}
+
+impl Default for NftManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NftManager {
+    pub fn new() -> Self {
+        NftManager {
+            desired: None,
+            written: None,
+            dirty: true,
+        }
+    }
+
+    pub fn set_desired(&mut self, n: &NatRules) {
+        if self.desired.as_ref() != Some(n) {
+            self.desired = Some(n.clone());
+            self.written = None;
+            self.dirty = true;
+        }
+    }
+
+    pub fn queue_resync(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Returns whether it rewrote the table.
+    pub fn apply(&mut self) -> Result<bool, Error> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        let Some(want) = &self.desired else {
+            return Ok(false);
+        };
+        if let Some(w) = &self.written
+            && list_table().ok().as_ref() == Some(w)
+        {
+            self.dirty = false;
+            return Ok(false);
+        }
+        nft_stdin(&render(want))?;
+        self.written = Some(list_table()?);
+        self.dirty = false;
+        info!(table = TABLE, "nft table written");
+        Ok(true)
+    }
+}
+
+fn nft_stdin(script: &str) -> Result<(), Error> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Nft(format!(
+            "applying table {TABLE}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `nft -j list table ip tabby` without the parts that change on every write.
+pub fn list_table() -> Result<Value, Error> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "table", "ip", TABLE])
+        .output()
+        .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Nft(format!(
+            "listing table {TABLE}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| Error::Nft(format!("parsing nft JSON: {e}")))?;
+    strip(&mut v);
+    Ok(v)
+}
+
+fn strip(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.remove("handle");
+            m.remove("metainfo");
+            for x in m.values_mut() {
+                strip(x);
+            }
+        }
+        Value::Array(a) => {
+            a.retain(|x| !x.get("metainfo").is_some());
+            for x in a.iter_mut() {
+                strip(x);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_masquerade_and_snat() {
+        let mut n = NatRules::default();
+        n.all_pools.insert("198.18.0.0/16".parse().unwrap());
+        n.all_pools.insert("198.19.0.0/16".parse().unwrap());
+        n.masq_pools.insert("198.18.0.0/16".parse().unwrap());
+        let t = render(&n);
+        assert!(t.starts_with("table ip tabby {}\ndelete table ip tabby\n"));
+        assert!(t.contains("elements = { 198.18.0.0/16, 198.19.0.0/16 }"));
+        assert!(t.contains(
+            "ip saddr @masq-ipam-pools ip daddr != @all-ipam-pools masquerade fully-random"
+        ));
+        n.nat_outgoing_address = Some("192.0.2.200".parse().unwrap());
+        assert!(render(&n).contains("!= @all-ipam-pools snat to 192.0.2.200"));
+        // No pools: empty sets, still valid.
+        assert!(!render(&NatRules::default()).contains("elements"));
+    }
+}
