@@ -5,6 +5,7 @@
 //! [`sysctl`], [`nft`]) each reconcile one kernel table to it (read actual, diff, apply the
 //! difference). [`agent`] wires them together.
 
+pub mod agent;
 pub mod calc;
 pub mod links;
 pub mod model;

@@ -100,10 +100,11 @@ impl NeighManager {
         let mut actual: BTreeMap<NeighKey, Mac> = BTreeMap::new();
         let mut fdb_actual: BTreeMap<Mac, Ipv4Addr> = BTreeMap::new();
         for m in self.dump(AddressFamily::Inet).await? {
-            if m.header.state == NeighbourState::Permanent && self.ours(m.header.ifindex) {
-                if let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m)) {
-                    actual.insert((m.header.ifindex, ip), mac);
-                }
+            if m.header.state == NeighbourState::Permanent
+                && self.ours(m.header.ifindex)
+                && let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m))
+            {
+                actual.insert((m.header.ifindex, ip), mac);
             }
         }
         if let Some(vx) = vx {

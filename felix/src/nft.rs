@@ -159,7 +159,7 @@ fn strip(v: &mut Value) {
             }
         }
         Value::Array(a) => {
-            a.retain(|x| !x.get("metainfo").is_some());
+            a.retain(|x| x.get("metainfo").is_none());
             for x in a.iter_mut() {
                 strip(x);
             }
