@@ -14,8 +14,9 @@
 //!        ▲ queue_resync on all managers                 │ Status (watch)
 //!        │                                              ▼
 //!  resync timer (routeRefreshInterval)           tests, health endpoint
-//!  netlink multicast: link, ipv4 addr, ipv4 route (ours), neigh, ipv4 netconf
+//!  netlink multicast: link, ipv4 addr, ipv4 route (ours), neigh (permanent)
 //!        └──▶ debounce (50 ms) ──▶ resync
+//!  sysctl check timer (1 s) ──▶ sysctls only
 //! ```
 //!
 //! Nothing is removed before the first `InSync`: a restarting felix keeps the kernel as it was
@@ -46,6 +47,11 @@ use crate::{Error, PROTO_TABBY};
 
 /// How long the agent waits after a netlink event for more before it resyncs.
 pub const REPAIR_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How often the sysctls alone are re-read. Writing `/proc/sys` raises no netlink event that
+/// rtnetlink can decode (netconf messages are not parsed by netlink-packet-route 0.34), so a
+/// cheap poll of a few files per pod is what repairs `proxy_arp=0` or `forwarding=0` at once.
+pub const SYSCTL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the node agent sends felix.
 #[derive(Clone, Debug, PartialEq)]
@@ -274,7 +280,6 @@ pub async fn run(
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv4Route,
         MulticastGroup::Neigh,
-        MulticastGroup::Ipv4Netconf,
     ])
     .map_err(Error::Socket)?;
     tokio::spawn(conn);
@@ -304,6 +309,7 @@ pub async fn run(
     let mut next_resync = Instant::now() + interval;
     let mut repair_at: Option<Instant> = None;
     let mut in_sync = false;
+    let mut next_sysctl_check = Instant::now() + SYSCTL_CHECK_INTERVAL;
     info!(node = %cfg.local.name, "felix starting");
 
     loop {
@@ -339,6 +345,12 @@ pub async fn run(
             _ = sleep_until(next_resync) => {
                 next_resync = Instant::now() + interval;
                 resync = true;
+            }
+            _ = sleep_until(next_sysctl_check) => {
+                next_sysctl_check = Instant::now() + SYSCTL_CHECK_INTERVAL;
+                if in_sync && let Err(e) = dp.sysctls.apply() {
+                    debug!(error = %e, "sysctl check");
+                }
             }
         }
         let new_interval = interval_for(&calc);

@@ -1,0 +1,421 @@
+//! Namespace tests: felix programming real kernels in node namespaces, pods pinging across them.
+//! Needs root, iproute2, nftables, tcpdump and iputils-ping; skipped otherwise.
+
+mod common;
+
+use std::time::Duration;
+
+use api::EncapMode::{Always, CrossSubnet, Never};
+use common::*;
+use felix::Input;
+
+const SLOW_RESYNC: Duration = Duration::from_secs(600);
+
+#[test]
+fn no_encap_two_nodes() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("ne", &[&N1, &N2]);
+    c.start_felix(pool(Never, Never, false), SLOW_RESYNC);
+    c.wait_converged();
+    assert_eq!(
+        c.route("n1", N2.block),
+        "198.18.0.64/26 via 192.0.2.12 dev eth0 proto 80"
+    );
+    assert!(
+        c.route("n1", N1.block)
+            .starts_with("blackhole 198.18.0.0/26 proto 80")
+    );
+    // The packet crosses the underlay as plain IP between the pods' addresses.
+    let cap = c.node("n2").capture("eth0", "icmp or udp port 4789");
+    assert!(c.pod("n1").ping(N2.pod_ip, 3), "pod n1 -> pod n2");
+    let out = cap.finish();
+    assert!(
+        out.contains("IP 198.18.0.10 > 198.18.0.74: ICMP echo request"),
+        "{out}"
+    );
+    assert!(!out.contains("VXLAN"), "{out}");
+    assert_eq!(c.felix("n1").mtu_file().as_deref(), Some("1500\n"));
+    assert!(
+        c.node("n1")
+            .ip(&["link", "show"])
+            .find("vxlan.calico")
+            .is_none(),
+        "no tunnel device without a tunnel pool"
+    );
+}
+
+#[test]
+fn vxlan_two_nodes() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("vx", &[&N1, &N2]);
+    c.start_felix(pool(Never, Always, false), SLOW_RESYNC);
+    c.wait_converged();
+    assert_eq!(
+        c.route("n1", N2.block),
+        "198.18.0.64/26 via 198.18.0.65 dev vxlan.calico proto 80 onlink"
+    );
+    let link = c.node("n1").ip(&["-d", "link", "show", "vxlan.calico"]);
+    for want in [
+        "mtu 1450",
+        "link/ether 66:00:00:00:00:01",
+        "vxlan id 4096",
+        "local 192.0.2.11",
+        "dev eth0",
+        "dstport 4789",
+        "nolearning",
+    ] {
+        assert!(link.contains(want), "{want} in {link}");
+    }
+    let neigh = c.node("n1").ip(&["neigh", "show", "dev", "vxlan.calico"]);
+    assert!(
+        neigh.contains("198.18.0.65 lladdr 66:00:00:00:00:02 PERMANENT"),
+        "{neigh}"
+    );
+    let fdb = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.node("n1").name,
+        "bridge",
+        "fdb",
+        "show",
+        "dev",
+        "vxlan.calico",
+    ]);
+    assert!(
+        fdb.contains("66:00:00:00:00:02 dst 192.0.2.12 self permanent"),
+        "{fdb}"
+    );
+    assert_eq!(c.felix("n1").mtu_file().as_deref(), Some("1450\n"));
+
+    let tx_before = c.node("n1").link_stat("vxlan.calico", "tx_packets");
+    let cap = c.node("n2").capture("eth0", "icmp or udp port 4789");
+    assert!(c.pod("n1").ping(N2.pod_ip, 3), "pod n1 -> pod n2");
+    let out = cap.finish();
+    assert!(
+        out.contains("192.0.2.11.") && out.contains("> 192.0.2.12.4789: VXLAN"),
+        "{out}"
+    );
+    assert!(
+        out.contains("IP 198.18.0.10 > 198.18.0.74: ICMP echo request"),
+        "{out}"
+    );
+    let sent = c.node("n1").link_stat("vxlan.calico", "tx_packets") - tx_before;
+    assert!(sent >= 3, "vxlan.calico sent {sent} packets");
+}
+
+#[test]
+fn cross_subnet_three_nodes() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("cs", &[&N1, &N2, &N3]);
+    c.start_felix(pool(Never, CrossSubnet, false), SLOW_RESYNC);
+    c.wait_converged();
+    // Inside the subnet: direct. Across the router: VXLAN.
+    assert_eq!(
+        c.route("n1", N2.block),
+        "198.18.0.64/26 via 192.0.2.12 dev eth0 proto 80"
+    );
+    assert_eq!(
+        c.route("n1", N3.block),
+        "198.18.0.128/26 via 198.18.0.129 dev vxlan.calico proto 80 onlink"
+    );
+    assert_eq!(
+        c.route("n3", N2.block),
+        "198.18.0.64/26 via 198.18.0.65 dev vxlan.calico proto 80 onlink"
+    );
+
+    let cap = c.node("n2").capture("eth0", "icmp or udp port 4789");
+    assert!(
+        c.pod("n1").ping(N2.pod_ip, 3),
+        "pod n1 -> pod n2 (same subnet)"
+    );
+    let out = cap.finish();
+    assert!(
+        out.contains("IP 198.18.0.10 > 198.18.0.74: ICMP echo request") && !out.contains("VXLAN"),
+        "direct inside the subnet: {out}"
+    );
+
+    let cap = c.node("n3").capture("eth0", "icmp or udp port 4789");
+    assert!(
+        c.pod("n1").ping(N3.pod_ip, 3),
+        "pod n1 -> pod n3 (across the router)"
+    );
+    assert!(
+        c.pod("n3").ping(N2.pod_ip, 3),
+        "pod n3 -> pod n2 (across the router)"
+    );
+    let out = cap.finish();
+    assert!(
+        out.contains("192.0.2.11.") && out.contains("> 198.51.100.13.4789: VXLAN"),
+        "VXLAN across subnets: {out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with_ip_icmp()),
+        "no bare pod ICMP across the router: {out}"
+    );
+}
+
+trait IcmpLine {
+    fn starts_with_ip_icmp(&self) -> bool;
+}
+
+impl IcmpLine for str {
+    /// A capture line for an unencapsulated pod packet (`HH:MM:SS.us IP 198.18...`).
+    fn starts_with_ip_icmp(&self) -> bool {
+        self.split_whitespace().nth(1) == Some("IP")
+            && self
+                .split_whitespace()
+                .nth(2)
+                .is_some_and(|s| s.starts_with("198.18."))
+    }
+}
+
+#[test]
+fn mode_switches_converge_without_a_gap() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("ms", &[&N1, &N2]);
+    c.start_felix(pool(Never, Never, false), SLOW_RESYNC);
+    c.wait_converged();
+    assert!(c.pod("n1").ping(N2.pod_ip, 1));
+    // A steady ping runs through every switch.
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.pod("n1").name,
+            "ping",
+            "-i",
+            "0.05",
+            "-c",
+            "120",
+            "-W",
+            "1",
+            N2.pod_ip,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let steps = [
+        (
+            Never,
+            Always,
+            "via 198.18.0.65 dev vxlan.calico proto 80 onlink",
+        ),
+        (Never, Never, "via 192.0.2.12 dev eth0 proto 80"),
+        (Never, CrossSubnet, "via 192.0.2.12 dev eth0 proto 80"),
+        (
+            Never,
+            Always,
+            "via 198.18.0.65 dev vxlan.calico proto 80 onlink",
+        ),
+        (Never, Never, "via 192.0.2.12 dev eth0 proto 80"),
+    ];
+    for (ipip, vxlan, want) in steps {
+        c.send_all(Input::PoolUpdate(
+            "default".into(),
+            pool(ipip, vxlan, false),
+        ));
+        for n in ["n1", "n2"] {
+            wait_for(&format!("{n}: {want}"), Duration::from_secs(5), || {
+                let r = c.route(n, if n == "n1" { N2.block } else { N1.block });
+                r.lines().count() == 1 && r.contains(if n == "n1" { want } else { "proto 80" })
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("");
+    eprintln!("steady ping during mode switches: {summary}");
+    let received: u32 = summary
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // Replacing routes in one operation leaves no window; allow one in-flight loss per switch
+    // while the peer's route is being replaced.
+    assert!(received >= 120 - 5, "{summary}");
+    // After the last switch the VXLAN device is gone again.
+    wait_for("vxlan.calico removed", Duration::from_secs(5), || {
+        !c.node("n1").ip(&["link", "show"]).contains("vxlan.calico")
+    });
+}
+
+#[test]
+fn nat_outgoing() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("nat", &[&N1, &N2]);
+    // A host outside every pool on the underlay segment.
+    let ext = Netns::new(&format!("{}-ext", c.prefix));
+    must(&[
+        "ip",
+        "link",
+        "add",
+        "eth0",
+        "netns",
+        &ext.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "pext",
+        "netns",
+        &c.fabric.name,
+    ]);
+    c.fabric.ip(&["link", "set", "pext", "master", "br0", "up"]);
+    ext.ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"]);
+    ext.ip(&["link", "set", "eth0", "up"]);
+    c.start_felix(pool(Never, Never, true), SLOW_RESYNC);
+    c.wait_converged();
+    wait_for("nft table", Duration::from_secs(5), || {
+        c.node("n1")
+            .exec(&["nft", "list", "table", "ip", "tabby"])
+            .status
+            .success()
+    });
+
+    let cap = ext.capture("eth0", "icmp");
+    assert!(
+        c.pod("n1").ping("192.0.2.100", 3),
+        "pod -> host outside the pools"
+    );
+    let out = cap.finish();
+    assert!(
+        out.contains("IP 192.0.2.11 > 192.0.2.100: ICMP echo request"),
+        "masqueraded: {out}"
+    );
+    assert!(!out.contains("198.18.0.10"), "{out}");
+
+    let cap = c.pod("n2").capture("eth0", "icmp");
+    assert!(c.pod("n1").ping(N2.pod_ip, 3));
+    let out = cap.finish();
+    assert!(
+        out.contains("IP 198.18.0.10 > 198.18.0.74: ICMP echo request"),
+        "unmasqueraded: {out}"
+    );
+
+    // natOutgoingAddress: SNAT to a configured address instead.
+    c.felix("n1")
+        .send(Input::Config(api::FelixConfigurationSpec {
+            nat_outgoing_address: Some("192.0.2.111".into()),
+            ..Default::default()
+        }));
+    wait_for("snat rule", Duration::from_secs(5), || {
+        let o = c.node("n1").exec(&["nft", "list", "table", "ip", "tabby"]);
+        String::from_utf8_lossy(&o.stdout).contains("snat to 192.0.2.111")
+    });
+    drop(ext);
+}
+
+#[test]
+fn drift_is_repaired() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("dr", &[&N1, &N2]);
+    let resync = Duration::from_secs(3);
+    c.start_felix(pool(Never, Always, true), resync);
+    c.wait_converged();
+    let n1 = c.node("n1");
+    let cali = cali_name("n1");
+    // Event-driven repairs must beat the resync timer by a wide margin.
+    let fast = Duration::from_millis(1500);
+
+    n1.ip(&["route", "del", N2.block]);
+    let t = wait_for("route re-added", fast, || {
+        c.route("n1", N2.block).contains("proto 80")
+    });
+    eprintln!("route deleted by hand: repaired in {t:?}");
+
+    let key = format!("net.ipv4.conf.{cali}.proxy_arp");
+    n1.sysctl_set(&key, "0");
+    let t = wait_for("proxy_arp back to 1", fast, || n1.sysctl(&key) == "1");
+    eprintln!("proxy_arp=0: repaired in {t:?}");
+
+    let key = format!("net.ipv4.conf.{cali}.forwarding");
+    n1.sysctl_set(&key, "0");
+    let t = wait_for("forwarding back to 1", fast, || n1.sysctl(&key) == "1");
+    eprintln!("forwarding=0: repaired in {t:?}");
+
+    let key = format!("net.ipv4.neigh.{cali}.proxy_delay");
+    n1.sysctl_set(&key, "80");
+    let t = wait_for("proxy_delay back to 0", fast, || n1.sysctl(&key) == "0");
+    eprintln!("proxy_delay=80: repaired in {t:?}");
+
+    n1.ip(&["link", "set", "vxlan.calico", "mtu", "1300"]);
+    let t = wait_for("vxlan MTU back", fast, || {
+        n1.ip(&["link", "show", "vxlan.calico"])
+            .contains("mtu 1450")
+    });
+    eprintln!("vxlan.calico MTU changed: repaired in {t:?}");
+
+    let index = |s: String| s.split(':').next().unwrap_or("").trim().to_string();
+    let old = index(n1.ip(&["-o", "link", "show", "vxlan.calico"]));
+    n1.ip(&["link", "del", "vxlan.calico"]);
+    let t = wait_for("vxlan.calico and its route back", fast * 2, || {
+        let now = n1.exec(&["ip", "-o", "link", "show", "vxlan.calico"]);
+        now.status.success()
+            && index(String::from_utf8_lossy(&now.stdout).into_owned()) != old
+            && c.route("n1", N2.block).contains("vxlan.calico")
+    });
+    eprintln!("vxlan.calico deleted: repaired in {t:?}");
+    assert!(
+        c.pod("n1").ping(N2.pod_ip, 2),
+        "datapath works after the repair"
+    );
+
+    must(&[
+        "ip", "netns", "exec", &n1.name, "nft", "flush", "table", "ip", "tabby",
+    ]);
+    let t = wait_for("nft rules back", resync * 2, || {
+        let o = n1.exec(&["nft", "list", "table", "ip", "tabby"]);
+        String::from_utf8_lossy(&o.stdout).contains("masquerade")
+    });
+    eprintln!("nft table flushed (no netlink event): repaired in {t:?}");
+
+    // Someone else's route is never touched, even across resyncs.
+    n1.ip(&["route", "add", "203.0.113.0/24", "via", "192.0.2.1"]);
+    std::thread::sleep(resync + Duration::from_millis(500));
+    assert!(c.route("n1", "203.0.113.0/24").contains("via 192.0.2.1"));
+}
+
+#[test]
+fn restart_keeps_state_until_in_sync() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("rs", &[&N1, &N2]);
+    c.start_felix(pool(Never, Never, false), SLOW_RESYNC);
+    c.wait_converged();
+    // Stop felix on n1 and start a fresh one that has not heard from the datastore yet.
+    let old = c.felix.remove(0);
+    drop(old);
+    let f = Felix::start(c.node("n1"), "n1", "eth0", SLOW_RESYNC);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        c.route("n1", N2.block).contains("proto 80"),
+        "kept while not in sync"
+    );
+    assert!(c.pod("n1").ping(N2.pod_ip, 1));
+    // Once in sync with an empty datastore view, it removes what it owns, and only that.
+    f.in_sync();
+    wait_for("routes removed", Duration::from_secs(5), || {
+        c.route("n1", N2.block).is_empty()
+    });
+    assert!(c.route("n1", "default").contains("via 192.0.2.1"));
+    c.felix.insert(0, f);
+}
