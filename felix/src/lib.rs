@@ -14,6 +14,7 @@ pub mod neigh;
 pub mod netlink;
 pub mod nft;
 pub mod routes;
+pub mod script;
 pub mod sysctl;
 
 pub use calc::{Calculator, Input, LocalNode};

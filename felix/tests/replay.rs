@@ -12,37 +12,7 @@ use std::path::Path;
 use felix::{Calculator, Input, LocalNode};
 
 fn input(line: &str) -> Input {
-    let mut it = line.splitn(3, ' ');
-    let (verb, a, rest) = (
-        it.next().unwrap(),
-        it.next().unwrap_or(""),
-        it.next().unwrap_or(""),
-    );
-    fn json<T: serde::de::DeserializeOwned>(s: &str) -> T {
-        serde_json::from_str(s).unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-    match verb {
-        "pool" => Input::PoolUpdate(a.into(), json(rest)),
-        "node" => Input::NodeUpdate(a.into(), json(rest)),
-        "affinity" => Input::AffinityUpdate(a.into(), json(rest)),
-        "wep" => Input::WorkloadUpdate(a.into(), json(rest)),
-        "config" => Input::Config(json(&line["config ".len()..])),
-        "remove" => match a {
-            "pool" => Input::PoolRemove(rest.into()),
-            "node" => Input::NodeRemove(rest.into()),
-            "affinity" => Input::AffinityRemove(rest.into()),
-            "wep" => Input::WorkloadRemove(rest.into()),
-            _ => panic!("{line}"),
-        },
-        "bgp" => Input::BgpRoute(
-            a.parse().unwrap(),
-            rest.split_whitespace()
-                .map(|h| h.parse().unwrap())
-                .collect(),
-        ),
-        "mtu" => Input::InterfaceMtu(a.into(), rest.parse().ok()),
-        _ => panic!("unknown replay line {line:?}"),
-    }
+    felix::script::parse_line(line).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn replay(path: &Path) {
