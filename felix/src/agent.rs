@@ -8,8 +8,9 @@
 //!  │ Calculator::apply ──▶ Desired               │     link dump ──▶ InterfaceMtu inputs
 //!  │        │ (only once InSync has arrived)     │
 //!  │        ▼ one pass, in dependency order:     │
-//!  │   links (tunl0, vxlan.calico) → sysctls →   │──▶ kernel (rtnetlink, /proc/sys, nft)
-//!  │   neighbours/FDB → routes → nft → MTU file  │
+//!  │   devices up (tunl0, vxlan.calico) →        │──▶ kernel (rtnetlink, /proc/sys, nft)
+//!  │   sysctls → neighbours/FDB → routes →       │
+//!  │   devices down → nft → MTU file             │
 //!  └─────────────────────────────────────────────┘
 //!        ▲ queue_resync on all managers                 │ Status (watch)
 //!        │                                              ▼
@@ -35,7 +36,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
 use crate::calc::{Calculator, Input, LocalNode};
-use crate::links::LinkManager;
+use crate::links::{LinkManager, LinkPhase};
 use crate::model::{IPIP_DEVICE, VXLAN_DEVICE, WORKLOAD_PREFIX};
 use crate::mtu::{DEFAULT_MTU_FILE, write_mtu_file};
 use crate::neigh::NeighManager;
@@ -197,10 +198,10 @@ impl Dataplane {
         };
 
         self.links.set_desired(&d.devices);
-        match self.links.apply(&links).await {
+        match self.links.apply(&links, LinkPhase::Ensure).await {
             Ok(true) => links = self.nl.links().await?,
             Ok(false) => {}
-            Err(e) => note("reconciling tunnel devices", e),
+            Err(e) => note("creating or updating tunnel devices", e),
         }
         let ifindex: BTreeMap<String, u32> = links
             .iter()
@@ -227,6 +228,11 @@ impl Dataplane {
                 RouteStats::default()
             }
         };
+
+        // Devices no longer wanted go only now that no route of ours points at them.
+        if let Err(e) = self.links.apply(&links, LinkPhase::Remove).await {
+            note("removing tunnel devices", e);
+        }
 
         self.nft.set_desired(&d.nat);
         if let Err(e) = self.nft.apply() {

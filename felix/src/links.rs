@@ -23,6 +23,14 @@ pub struct LinkManager {
     nl: Netlink,
     desired: Devices,
     dirty: bool,
+    ensure_failed: bool,
+}
+
+/// Which half of a link pass: create and update wanted devices, or remove unwanted ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPhase {
+    Ensure,
+    Remove,
 }
 
 /// What the manager read of one link.
@@ -79,6 +87,7 @@ impl LinkManager {
             nl,
             desired: Devices::default(),
             dirty: true,
+            ensure_failed: false,
         }
     }
 
@@ -97,27 +106,37 @@ impl LinkManager {
         self.dirty
     }
 
-    /// Reconciles both devices; returns whether it changed any link (the caller then re-reads
-    /// interface indexes).
-    pub async fn apply(&mut self, links: &[LinkMessage]) -> Result<bool, Error> {
+    /// Reconciles both devices for one phase; returns whether it changed any link (the caller
+    /// then re-reads interface indexes). The agent runs [`LinkPhase::Ensure`] before routes and
+    /// [`LinkPhase::Remove`] after them, so that a device is never removed while routes still
+    /// point at it (the kernel would drop those routes before their replacements exist).
+    pub async fn apply(&mut self, links: &[LinkMessage], phase: LinkPhase) -> Result<bool, Error> {
         if !self.dirty {
             return Ok(false);
         }
-        let vx = self.vxlan(links).await;
-        let ip = self.ipip(links).await;
+        if phase == LinkPhase::Ensure {
+            self.ensure_failed = false;
+        }
+        let vx = self.vxlan(links, phase).await;
+        let ip = self.ipip(links, phase).await;
         match (vx, ip) {
             (Ok(a), Ok(b)) => {
-                self.dirty = false;
+                if phase == LinkPhase::Remove && !self.ensure_failed {
+                    self.dirty = false;
+                }
                 Ok(a || b)
             }
-            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Err(e), _) | (_, Err(e)) => {
+                self.ensure_failed = true;
+                Err(e)
+            }
         }
     }
 
-    async fn vxlan(&self, links: &[LinkMessage]) -> Result<bool, Error> {
+    async fn vxlan(&self, links: &[LinkMessage], phase: LinkPhase) -> Result<bool, Error> {
         let cur = find(links, VXLAN_DEVICE);
         let Some(want) = &self.desired.vxlan else {
-            if let Some(l) = cur {
+            if let (Some(l), LinkPhase::Remove) = (cur, phase) {
                 info!(
                     device = VXLAN_DEVICE,
                     "no pool uses VXLAN: removing the device"
@@ -127,6 +146,9 @@ impl LinkManager {
             }
             return Ok(false);
         };
+        if phase == LinkPhase::Remove {
+            return Ok(false);
+        }
         let parent = find(links, &want.parent).ok_or_else(|| {
             Error::Netlink(format!(
                 "creating {VXLAN_DEVICE}: parent device {} not found",
@@ -199,12 +221,12 @@ impl LinkManager {
             .ok_or_else(|| Error::Netlink(format!("{VXLAN_DEVICE} vanished after creation")))
     }
 
-    async fn ipip(&self, links: &[LinkMessage]) -> Result<bool, Error> {
+    async fn ipip(&self, links: &[LinkMessage], phase: LinkPhase) -> Result<bool, Error> {
         let cur = find(links, IPIP_DEVICE);
         let Some(want) = &self.desired.ipip else {
             // The fallback tunl0 cannot be deleted while the ipip module is loaded: take our
             // address off and set it down, as Calico does.
-            if let Some(l) = cur {
+            if let (Some(l), LinkPhase::Remove) = (cur, phase) {
                 let had = !self.current_addresses(l.index()).await?.is_empty();
                 if l.up() || had {
                     info!(
@@ -218,6 +240,9 @@ impl LinkManager {
             }
             return Ok(false);
         };
+        if phase == LinkPhase::Remove {
+            return Ok(false);
+        }
         let mut changed = false;
         let l = match cur {
             Some(l) => l,

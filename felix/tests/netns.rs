@@ -36,7 +36,9 @@ fn no_encap_two_nodes() {
         "{out}"
     );
     assert!(!out.contains("VXLAN"), "{out}");
-    assert_eq!(c.felix("n1").mtu_file().as_deref(), Some("1500\n"));
+    wait_for("MTU file", Duration::from_secs(5), || {
+        c.felix("n1").mtu_file().as_deref() == Some("1500\n")
+    });
     assert!(
         c.node("n1")
             .ip(&["link", "show"])
@@ -90,7 +92,9 @@ fn vxlan_two_nodes() {
         fdb.contains("66:00:00:00:00:02 dst 192.0.2.12 self permanent"),
         "{fdb}"
     );
-    assert_eq!(c.felix("n1").mtu_file().as_deref(), Some("1450\n"));
+    wait_for("MTU file", Duration::from_secs(5), || {
+        c.felix("n1").mtu_file().as_deref() == Some("1450\n")
+    });
 
     let tx_before = c.node("n1").link_stat("vxlan.calico", "tx_packets");
     let cap = c.node("n2").capture("eth0", "icmp or udp port 4789");
@@ -106,6 +110,57 @@ fn vxlan_two_nodes() {
     );
     let sent = c.node("n1").link_stat("vxlan.calico", "tx_packets") - tx_before;
     assert!(sent >= 3, "vxlan.calico sent {sent} packets");
+
+    // A new VNI cannot be set in place: the device is recreated, routes and entries follow.
+    c.send_all(Input::Config(api::FelixConfigurationSpec {
+        vxlan_vni: Some(4100),
+        ..Default::default()
+    }));
+    for n in ["n1", "n2"] {
+        wait_for(
+            &format!("{n}: vxlan id 4100"),
+            Duration::from_secs(5),
+            || {
+                let o = c
+                    .node(n)
+                    .exec(&["ip", "-d", "link", "show", "vxlan.calico"]);
+                String::from_utf8_lossy(&o.stdout).contains("vxlan id 4100")
+            },
+        );
+    }
+    wait_for(
+        "route back after recreation",
+        Duration::from_secs(5),
+        || c.route("n1", N2.block).contains("vxlan.calico"),
+    );
+    assert!(
+        c.pod("n1").ping(N2.pod_ip, 2),
+        "pods still reach each other on VNI 4100"
+    );
+
+    // A node leaves: its route, neighbour and FDB entry go; nothing else does.
+    c.felix("n1").send(Input::AffinityRemove("n2-block".into()));
+    c.felix("n1").send(Input::NodeRemove("n2".into()));
+    wait_for("n2 forgotten", Duration::from_secs(5), || {
+        c.route("n1", N2.block).is_empty()
+            && !c
+                .node("n1")
+                .ip(&["neigh", "show", "dev", "vxlan.calico"])
+                .contains("198.18.0.65")
+    });
+    let fdb = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.node("n1").name,
+        "bridge",
+        "fdb",
+        "show",
+        "dev",
+        "vxlan.calico",
+    ]);
+    assert!(!fdb.contains("66:00:00:00:00:02"), "{fdb}");
+    assert!(c.route("n1", N1.block).contains("blackhole"));
 }
 
 #[test]
@@ -340,6 +395,46 @@ fn drift_is_repaired() {
         c.route("n1", N2.block).contains("proto 80")
     });
     eprintln!("route deleted by hand: repaired in {t:?}");
+
+    n1.ip(&["neigh", "del", N2.vtep_ip, "dev", "vxlan.calico"]);
+    let t = wait_for("VTEP neighbour re-added", fast, || {
+        n1.ip(&["neigh", "show", "dev", "vxlan.calico"])
+            .contains("198.18.0.65 lladdr 66:00:00:00:00:02 PERMANENT")
+    });
+    eprintln!("VTEP neighbour deleted by hand: repaired in {t:?}");
+
+    let fdb = || {
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &n1.name,
+            "bridge",
+            "fdb",
+            "show",
+            "dev",
+            "vxlan.calico",
+        ])
+    };
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &n1.name,
+        "bridge",
+        "fdb",
+        "del",
+        N2.vtep_mac,
+        "dev",
+        "vxlan.calico",
+        "dst",
+        "192.0.2.12",
+        "self",
+    ]);
+    let t = wait_for("FDB entry re-added", fast, || {
+        fdb().contains("66:00:00:00:00:02 dst 192.0.2.12 self permanent")
+    });
+    eprintln!("FDB entry deleted by hand: repaired in {t:?}");
 
     let key = format!("net.ipv4.conf.{cali}.proxy_arp");
     n1.sysctl_set(&key, "0");
