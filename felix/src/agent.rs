@@ -24,6 +24,7 @@
 //! until it knows the whole desired state, and a datastore outage (no inputs) changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,12 +38,12 @@ use tracing::{debug, info, warn};
 
 use crate::calc::{Calculator, Input, LocalNode};
 use crate::links::{LinkManager, LinkPhase};
-use crate::model::{IPIP_DEVICE, VXLAN_DEVICE, WORKLOAD_PREFIX};
+use crate::model::{IPIP_DEVICE, RouteTarget, VXLAN_DEVICE, WORKLOAD_PREFIX};
 use crate::mtu::{DEFAULT_MTU_FILE, write_mtu_file};
 use crate::neigh::NeighManager;
 use crate::netlink::{Netlink, link_mtu, link_name};
 use crate::nft::NftManager;
-use crate::routes::{NetlinkRoutes, RouteManager, RouteStats};
+use crate::routes::{NetlinkRoutes, RouteManager, RouteStats, resolve_gateways};
 use crate::sysctl::{ProcSys, SysctlManager};
 use crate::{Error, PROTO_TABBY};
 
@@ -219,6 +220,18 @@ impl Dataplane {
             note("reconciling neighbours", e);
         }
 
+        let off_link: BTreeSet<Ipv4Addr> = d
+            .routes
+            .values()
+            .filter_map(|t| match t {
+                RouteTarget::Via {
+                    gw, onlink: false, ..
+                } => Some(*gw),
+                _ => None,
+            })
+            .collect();
+        let recursive = resolve_gateways(&self.nl, off_link).await;
+        self.routes.set_recursive(&recursive);
         self.routes.set_interfaces(&ifindex);
         self.routes.set_desired(&d.routes);
         let stats = match self.routes.apply().await {

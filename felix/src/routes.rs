@@ -68,6 +68,8 @@ pub struct RouteManager<T: RouteTable> {
     table: T,
     desired: BTreeMap<Ipv4Net, RouteTarget>,
     ifindex: BTreeMap<String, u32>,
+    /// Off-link gateways resolved through the kernel's own routes: node IP → (next hop, oif).
+    recursive: BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>,
     /// Our view of the kernel's routes with our protocol; `None` until the first read.
     actual: Option<BTreeMap<Ipv4Net, KernelTarget>>,
     dirty: bool,
@@ -79,6 +81,7 @@ impl<T: RouteTable> RouteManager<T> {
             table,
             desired: BTreeMap::new(),
             ifindex: BTreeMap::new(),
+            recursive: BTreeMap::new(),
             actual: None,
             dirty: true,
         }
@@ -103,6 +106,16 @@ impl<T: RouteTable> RouteManager<T> {
         }
     }
 
+    /// Gateways that are not on-link, with the next hop the kernel uses to reach them (BIRD's
+    /// `gateway recursive`, which Calico's BIRD config uses for iBGP routes): a no-encap route to
+    /// a node behind a router goes via that router.
+    pub fn set_recursive(&mut self, recursive: &BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>) {
+        if self.recursive != *recursive {
+            self.recursive = recursive.clone();
+            self.dirty = true;
+        }
+    }
+
     /// Forget the cached kernel view: the next apply re-reads it.
     pub fn queue_resync(&mut self) {
         self.actual = None;
@@ -118,6 +131,16 @@ impl<T: RouteTable> RouteManager<T> {
         Some(match t {
             RouteTarget::Blackhole => KernelTarget::Blackhole,
             RouteTarget::Link { dev } => KernelTarget::Link { oif: oif(dev)? },
+            RouteTarget::Via {
+                gw, onlink: false, ..
+            } if self.recursive.contains_key(gw) => {
+                let (nh, oif) = self.recursive[gw];
+                KernelTarget::Via {
+                    gw: nh,
+                    oif,
+                    onlink: false,
+                }
+            }
             RouteTarget::Via { gw, dev, onlink } => KernelTarget::Via {
                 gw: *gw,
                 oif: oif(dev)?,
@@ -264,6 +287,49 @@ fn parse_route(m: &RouteMessage) -> Option<(Ipv4Net, KernelTarget)> {
     Some((net, k))
 }
 
+/// Asks the kernel how it reaches each gateway (`ip route get GW`); returns those it reaches
+/// through another next hop. Our own routes are ignored (they never cover node addresses; if
+/// one did, following it would be a loop).
+pub async fn resolve_gateways(
+    nl: &Netlink,
+    gateways: impl IntoIterator<Item = Ipv4Addr>,
+) -> BTreeMap<Ipv4Addr, (Ipv4Addr, u32)> {
+    let mut out = BTreeMap::new();
+    for gw in gateways {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        req.header.destination_prefix_length = 32;
+        req.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(gw)));
+        let Ok(replies) = nl
+            .request(RouteNetlinkMessage::GetRoute(req), crate::netlink::GET)
+            .await
+        else {
+            continue;
+        };
+        for r in replies {
+            let RouteNetlinkMessage::NewRoute(r) = r else {
+                continue;
+            };
+            let mut nh = None;
+            let mut oif = None;
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => nh = Some(*g),
+                    RouteAttribute::Oif(o) => oif = Some(*o),
+                    _ => {}
+                }
+            }
+            if let (Some(nh), Some(oif)) = (nh, oif)
+                && u8::from(r.header.protocol) != PROTO_TABBY
+            {
+                out.insert(gw, (nh, oif));
+            }
+        }
+    }
+    out
+}
+
 impl RouteTable for NetlinkRoutes {
     async fn list(&mut self) -> Result<BTreeMap<Ipv4Net, KernelTarget>, Error> {
         let mut req = RouteMessage::default();
@@ -288,12 +354,16 @@ impl RouteTable for NetlinkRoutes {
                 )
             })
             .collect();
-        self.nl
-            .bulk(msgs)
-            .await
-            .into_iter()
-            .map(|(i, e)| (routes[i].0, e))
-            .collect()
+        match crate::netlink::batch(msgs) {
+            Ok(f) => f.into_iter().map(|(i, e)| (routes[i].0, e)).collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                routes
+                    .iter()
+                    .map(|(d, _)| (*d, Error::Netlink(msg.clone())))
+                    .collect()
+            }
+        }
     }
 
     async fn delete(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)> {
@@ -301,9 +371,16 @@ impl RouteTable for NetlinkRoutes {
             .iter()
             .map(|(d, k)| (RouteNetlinkMessage::DelRoute(route_message(*d, *k)), ACKED))
             .collect();
-        self.nl
-            .bulk(msgs)
-            .await
+        let failures = match crate::netlink::batch(msgs) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = e.to_string();
+                (0..routes.len())
+                    .map(|i| (i, Error::Netlink(msg.clone())))
+                    .collect()
+            }
+        };
+        failures
             .into_iter()
             // Already gone is what we wanted.
             .filter(
@@ -480,6 +557,40 @@ mod tests {
             let lists = m.table().lists;
             assert_eq!(m.apply().await.unwrap().replaced, 1);
             assert_eq!(m.table().lists, lists + 1);
+        });
+    }
+
+    #[test]
+    fn off_link_gateways_follow_the_kernels_next_hop() {
+        run(async {
+            let mut m = manager();
+            m.set_desired(&BTreeMap::from([
+                (block(1), via("198.51.100.13", "eth0", false)),
+                (block(2), via("198.51.100.13", "tunl0", true)),
+            ]));
+            let router: Ipv4Addr = "192.0.2.1".parse().unwrap();
+            m.set_recursive(&BTreeMap::from([(
+                "198.51.100.13".parse().unwrap(),
+                (router, 2),
+            )]));
+            m.apply().await.unwrap();
+            assert_eq!(
+                m.table().routes[&block(1)],
+                KernelTarget::Via {
+                    gw: router,
+                    oif: 2,
+                    onlink: false
+                }
+            );
+            // Onlink (tunnel) routes keep the node address: the tunnel needs it.
+            assert!(matches!(
+                m.table().routes[&block(2)],
+                KernelTarget::Via {
+                    oif: 3,
+                    onlink: true,
+                    ..
+                }
+            ));
         });
     }
 

@@ -214,6 +214,40 @@ fn cross_subnet_three_nodes() {
         !out.lines().any(|l| l.starts_with_ip_icmp()),
         "no bare pod ICMP across the router: {out}"
     );
+
+    // No encapsulation at all: the route to a node behind the router resolves recursively to
+    // the router (BIRD's `gateway recursive`), and the fabric routes pod blocks (here: static
+    // routes on the router standing in for its BGP sessions with the nodes).
+    let rtr = c.router.as_ref().unwrap();
+    for d in [&N1, &N2, &N3] {
+        rtr.ip(&[
+            "route",
+            "add",
+            d.block,
+            "via",
+            d.addr.split('/').next().unwrap(),
+        ]);
+    }
+    c.send_all(Input::PoolUpdate(
+        "default".into(),
+        pool(Never, Never, false),
+    ));
+    wait_for("n1 -> n3 via the router", Duration::from_secs(5), || {
+        c.route("n1", N3.block) == "198.18.0.128/26 via 192.0.2.1 dev eth0 proto 80"
+    });
+    wait_for("n3 -> n1 via the router", Duration::from_secs(5), || {
+        c.route("n3", N1.block) == "198.18.0.0/26 via 198.51.100.1 dev eth0 proto 80"
+    });
+    let cap = c.node("n3").capture("eth0", "icmp or udp port 4789");
+    assert!(
+        c.pod("n1").ping(N3.pod_ip, 2),
+        "pod n1 -> pod n3 unencapsulated"
+    );
+    let out = cap.finish();
+    assert!(
+        out.contains("IP 198.18.0.10 > 198.18.0.138: ICMP echo request") && !out.contains("VXLAN"),
+        "{out}"
+    );
 }
 
 trait IcmpLine {
@@ -513,4 +547,67 @@ fn restart_keeps_state_until_in_sync() {
     });
     assert!(c.route("n1", "default").contains("via 192.0.2.1"));
     c.felix.insert(0, f);
+}
+
+#[test]
+fn batched_route_writes_report_each_failure() {
+    if !can_run() {
+        return;
+    }
+    use felix::routes::{KernelTarget, NetlinkRoutes, RouteTable};
+    let ns = Netns::new(&unique("bt"));
+    ns.ip(&[
+        "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+    ]);
+    ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "veth0"]);
+    ns.ip(&["link", "set", "veth0", "up"]);
+    let oif: u32 = ns
+        .ip(&["-o", "link", "show", "veth0"])
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
+    let routes: Vec<(ipnet::Ipv4Net, KernelTarget)> = (0..300)
+        .map(|i| {
+            let dst = net(&format!("198.18.{}.{}/30", i / 64, (i % 64) * 4));
+            // Every 100th route names a device that does not exist.
+            let oif = if i % 100 == 50 { 9999 } else { oif };
+            (
+                dst,
+                KernelTarget::Via {
+                    gw: "192.0.2.2".parse().unwrap(),
+                    oif,
+                    onlink: false,
+                },
+            )
+        })
+        .collect();
+    let (failed, listed) = in_netns(&ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut t = NetlinkRoutes::new(felix::netlink::Netlink::connect().unwrap());
+            let failed: Vec<ipnet::Ipv4Net> = t
+                .replace(&routes)
+                .await
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect();
+            (failed, t.list().await.unwrap().len())
+        })
+    });
+    assert_eq!(
+        failed,
+        [
+            net("198.18.0.200/30"),
+            net("198.18.2.88/30"),
+            net("198.18.3.232/30")
+        ]
+    );
+    assert_eq!(listed, 297);
 }

@@ -2,7 +2,8 @@
 # Runs inside the qemu guest. Nodes n1 (192.0.2.11) and n2 (192.0.2.12) share a bridge; n3
 # (198.51.100.13) is behind a router. Each node runs tabby-felix fed from an input file, and has
 # one pod wired Calico style. Phase 1: IPIP Always. Phase 2: IPIP CrossSubnet (felix restarted
-# with the new pool; it replaces its routes in place).
+# with the new pool; it replaces its routes in place). Phase 3: IPIP Never: tunl0 loses its
+# address and goes down, routes go direct (n3 through the router: a recursive next hop).
 # busybox's shell runs its own applets before PATH: call iproute2 by its full path.
 ip() { /bin/ip "$@"; }
 FAIL=0
@@ -96,6 +97,16 @@ grep -q 'proto 4\|IP 192.0.2.11 > 192.0.2.12: IP' /tmp/cap.txt \
 capture_ping n3 p1 198.18.0.138
 grep -q 'IP 192.0.2.11 > 198.51.100.13: IP 198.18.0.10 > 198.18.0.138: ICMP echo request' /tmp/cap.txt \
   || fail "no IP-in-IP packet n1 -> n3 across the router"
+
+echo "=== phase 3: IPIP Never (tunl0 no longer needed)"
+start_felix Never
+# A node behind the router is reached through it (recursive next hop).
+wait_route n1 198.18.0.128/26 "via 192.0.2.1 dev eth0 proto 80"
+ip -n n1 route; ip -n n1 addr show tunl0
+ip -n n1 addr show tunl0 | grep -q "inet " && fail "tunl0 still has an address"
+ip -n n1 link show tunl0 | grep -q ",UP" && fail "tunl0 still up"
+capture_ping n2 p1 198.18.0.74
+grep -q 'IP 198.18.0.10 > 198.18.0.74: ICMP echo request' /tmp/cap.txt || fail "no direct packet n1 -> n2"
 
 for p in $PIDS; do kill $p; done
 echo "--- felix n1 log (tail):"; tail -n 5 /tmp/felix-n1.log
