@@ -46,6 +46,45 @@ fn no_encap_two_nodes() {
             .is_none(),
         "no tunnel device without a tunnel pool"
     );
+    // The pod's permanent neighbour entry on its cali veth.
+    let neigh = c.node("n1").ip(&["neigh", "show", "dev", &cali_name("n1")]);
+    assert!(
+        neigh.contains("198.18.0.10 lladdr") && neigh.contains("PERMANENT"),
+        "{neigh}"
+    );
+}
+
+#[test]
+fn borrowed_addresses_are_routed_to_the_borrower() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("bo", &[&N1, &N2]);
+    c.start_felix(pool(Never, Always, false), SLOW_RESYNC);
+    c.wait_converged();
+    // n2 runs a pod whose address comes from n1's block (n2 borrowed it).
+    let wep = c.add_pod("n2", "calibrw0000000", "198.18.0.20");
+    c.send_all(wep);
+    wait_for("n1: /32 to the borrower", Duration::from_secs(5), || {
+        c.route("n1", "198.18.0.20")
+            == "198.18.0.20 via 198.18.0.65 dev vxlan.calico proto 80 onlink"
+    });
+    assert!(
+        c.route("n1", N1.block).starts_with("blackhole"),
+        "the block stays blackholed"
+    );
+    wait_for("n2: local route", Duration::from_secs(5), || {
+        c.route("n2", "198.18.0.20")
+            .contains("dev calibrw0000000 proto 80 scope link")
+    });
+    assert!(
+        c.pod("n1").ping("198.18.0.20", 2),
+        "pod n1 -> borrowed pod on n2"
+    );
+    assert!(
+        c.extra_pods[0].ping(N1.pod_ip, 2),
+        "borrowed pod on n2 -> pod n1"
+    );
 }
 
 #[test]

@@ -335,6 +335,7 @@ pub fn cali_name(node: &str) -> String {
 pub struct Cluster {
     // Field order is drop order: felix threads stop before their namespaces go.
     pub felix: Vec<Felix>,
+    pub extra_pods: Vec<Netns>,
     pub pods: Vec<Netns>,
     pub nodes: Vec<Netns>,
     pub defs: Vec<&'static NodeDef>,
@@ -461,6 +462,7 @@ impl Cluster {
         }
         Cluster {
             felix: Vec::new(),
+            extra_pods: Vec::new(),
             pods,
             nodes,
             defs: defs.to_vec(),
@@ -507,16 +509,76 @@ impl Cluster {
                 },
             ));
         }
+        // The pod's own MAC, as the CNI plugin records it in the WorkloadEndpoint.
+        let mac = self.pod(me.name).ip(&["-o", "link", "show", "eth0"]);
+        let mac = mac
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(String::from);
         v.push(Input::WorkloadUpdate(
             format!("{}-pod", me.name),
             WorkloadEndpointSpec {
                 node: Some(me.name.into()),
                 interface_name: Some(cali_name(me.name)),
                 ip_networks: vec![format!("{}/32", me.pod_ip)],
+                mac,
                 ..Default::default()
             },
         ));
         v
+    }
+
+    /// Adds a pod to `node` with an address of the test's choosing (e.g. borrowed from another
+    /// node's block); returns its namespace and its WorkloadEndpoint input.
+    pub fn add_pod(&mut self, node: &str, veth: &str, ip: &str) -> Input {
+        let p = Netns::new(&format!("{}-{veth}", self.prefix));
+        let n = self.node(node).name.clone();
+        must(&[
+            "ip", "link", "add", veth, "netns", &n, "type", "veth", "peer", "name", "eth0",
+            "netns", &p.name,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &n,
+            "link",
+            "set",
+            veth,
+            "address",
+            "ee:ee:ee:ee:ee:ee",
+            "up",
+        ]);
+        p.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
+        p.ip(&["link", "set", "eth0", "mtu", "1400", "up"]);
+        p.ip(&[
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        p.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ]);
+        self.extra_pods.push(p);
+        Input::WorkloadUpdate(
+            format!("{node}-{veth}"),
+            WorkloadEndpointSpec {
+                node: Some(node.into()),
+                interface_name: Some(veth.into()),
+                ip_networks: vec![format!("{ip}/32")],
+                ..Default::default()
+            },
+        )
     }
 
     /// Sends an input to every node's felix.
