@@ -4,6 +4,31 @@
 //! desired dataplane ([`model::Desired`]); the managers ([`routes`], [`links`], [`neigh`],
 //! [`sysctl`], [`nft`]) each reconcile one kernel table to it (read actual, diff, apply the
 //! difference). [`agent`] wires them together.
+//!
+//! # What the node agent calls
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), felix::Error> {
+//! use felix::agent::{AgentConfig, AgentMsg, channels, run};
+//! use felix::{Input, LocalNode};
+//!
+//! let (handle, rx, status) = channels();
+//! let cfg = AgentConfig::new(LocalNode { name: "n1".into(), underlay_dev: "eth0".into() });
+//! tokio::spawn(run(cfg, rx, status));
+//! // Datastore snapshot, then watch events, as they come:
+//! handle.tx.send(AgentMsg::Input(Input::PoolRemove("old-pool".into()))).await.unwrap();
+//! // ...every resource once, then:
+//! handle.tx.send(AgentMsg::InSync).await.unwrap();
+//! // BGP best routes from the speaker:
+//! handle.tx.send(AgentMsg::Input(Input::BgpRoute(
+//!     "198.18.1.0/26".parse().unwrap(), vec!["192.0.2.12".parse().unwrap()],
+//! ))).await.unwrap();
+//! // handle.status: a watch of passes, route stats and the last error (health, metrics).
+//! # Ok(()) }
+//! ```
+//!
+//! felix removes nothing before `InSync`, and keeps the dataplane as it is when inputs stop
+//! (datastore outage) or the channel closes.
 
 pub mod agent;
 pub mod calc;

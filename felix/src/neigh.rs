@@ -237,3 +237,38 @@ fn fdb_msg(index: u32, mac: Mac, ip: Ipv4Addr) -> NeighbourMessage {
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdb_destinations_decode_from_raw_bytes() {
+        // What a dump of family AF_BRIDGE yields: NDA_DST left as raw bytes.
+        let mut m = fdb_msg(4, Mac([0x66, 0, 0, 0, 0, 2]), "192.0.2.12".parse().unwrap());
+        m.attributes[1] =
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![192, 0, 2, 12]));
+        assert_eq!(dst(&m), Some("192.0.2.12".parse().unwrap()));
+        assert_eq!(lladdr(&m), Some(Mac([0x66, 0, 0, 0, 0, 2])));
+        assert_eq!(
+            m.header.flags,
+            NeighbourFlags::Own,
+            "FDB entries are `self`"
+        );
+        assert_eq!(m.header.state, NeighbourState::Permanent);
+    }
+
+    #[test]
+    fn neighbour_entries_are_permanent() {
+        let m = neigh_msg(
+            7,
+            "198.18.0.65".parse().unwrap(),
+            Mac([0x66, 0, 0, 0, 0, 2]),
+        );
+        assert_eq!(
+            (m.header.ifindex, m.header.state),
+            (7, NeighbourState::Permanent)
+        );
+        assert_eq!(dst(&m), Some("198.18.0.65".parse().unwrap()));
+    }
+}
