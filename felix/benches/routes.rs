@@ -18,7 +18,7 @@ use felix::model::RouteTarget;
 use felix::netlink::{Netlink, link_name};
 use felix::routes::{NetlinkRoutes, RouteManager};
 use futures_util::StreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 const ROUTES: u32 = 10_000;
 const CHANGE: u32 = 100;
@@ -45,14 +45,14 @@ fn gw(i: u32, shift: u32) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, (2 + (i + shift) % 100) as u8)
 }
 
-fn desired(shift_first: u32) -> BTreeMap<Ipv4Net, RouteTarget> {
+fn desired(shift_first: u32) -> BTreeMap<IpNet, RouteTarget> {
     (0..ROUTES)
         .map(|i| {
             let shift = if i < shift_first { 1 } else { 0 };
             (
-                block(i),
+                block(i).into(),
                 RouteTarget::Via {
-                    gw: gw(i, shift),
+                    gw: gw(i, shift).into(),
                     dev: "veth0".into(),
                     onlink: false,
                 },

@@ -24,7 +24,7 @@
 //! until it knows the whole desired state, and a datastore outage (no inputs) changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -220,7 +220,7 @@ impl Dataplane {
             note("reconciling neighbours", e);
         }
 
-        let off_link: BTreeSet<Ipv4Addr> = d
+        let off_link: BTreeSet<IpAddr> = d
             .routes
             .values()
             .filter_map(|t| match t {

@@ -4,13 +4,13 @@
 //! and is fast enough (10,000 blocks in a few milliseconds) to do on every change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use api::{
     BlockAffinitySpec, EncapMode, FelixConfigurationSpec, IPPoolSpec, NodeSpec,
     WorkloadEndpointSpec,
 };
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::model::{
     DEFAULT_UNDERLAY_MTU, Desired, Devices, IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, Mac, NatRules,
@@ -54,7 +54,7 @@ pub struct Calculator {
     nodes: BTreeMap<String, NodeSpec>,
     affinities: BTreeMap<String, BlockAffinitySpec>,
     workloads: BTreeMap<String, WorkloadEndpointSpec>,
-    bgp: BTreeMap<Ipv4Net, Vec<Ipv4Addr>>,
+    bgp: BTreeMap<IpNet, Vec<IpAddr>>,
     interface_mtus: BTreeMap<String, u32>,
 }
 
@@ -98,22 +98,20 @@ impl Calculator {
             Input::AffinityRemove(k) => self.affinities.remove(&k).is_some(),
             Input::WorkloadUpdate(k, v) => upsert(&mut self.workloads, k, v),
             Input::WorkloadRemove(k) => self.workloads.remove(&k).is_some(),
-            Input::BgpRoute(IpNet::V4(p), hops) => {
-                let mut v4: Vec<Ipv4Addr> = hops
+            Input::BgpRoute(p, hops) => {
+                // Next hops of the prefix's own family only.
+                let mut same: Vec<IpAddr> = hops
                     .into_iter()
-                    .filter_map(|h| match h {
-                        IpAddr::V4(a) => Some(a),
-                        IpAddr::V6(_) => None,
-                    })
+                    .filter(|h| h.is_ipv4() == matches!(p, IpNet::V4(_)))
                     .collect();
-                v4.sort();
-                if v4.is_empty() {
+                same.sort();
+                let p = p.trunc();
+                if same.is_empty() {
                     self.bgp.remove(&p).is_some()
                 } else {
-                    self.bgp.insert(p, v4.clone()) != Some(v4)
+                    self.bgp.insert(p, same.clone()) != Some(same)
                 }
             }
-            Input::BgpRoute(IpNet::V6(_), _) => false,
             Input::InterfaceMtu(k, Some(m)) => self.interface_mtus.insert(k, m) != Some(m),
             Input::InterfaceMtu(k, None) => self.interface_mtus.remove(&k).is_some(),
         }
@@ -226,9 +224,9 @@ impl Calculator {
             };
             block_owner.push((block, a.node.as_str()));
             if a.node == *me {
-                d.routes.insert(block, RouteTarget::Blackhole);
+                d.routes.insert(block.into(), RouteTarget::Blackhole);
             } else if let Some(t) = remote(block, &a.node) {
-                d.routes.insert(block, t);
+                d.routes.insert(block.into(), t);
             }
         }
 
@@ -241,7 +239,7 @@ impl Calculator {
                         continue;
                     };
                     d.routes
-                        .insert(addr, RouteTarget::Link { dev: dev.clone() });
+                        .insert(addr.into(), RouteTarget::Link { dev: dev.clone() });
                     if let Some(mac) = w.mac.as_deref().and_then(|m| m.parse().ok()) {
                         d.neighbours.insert((dev.clone(), addr.addr()), mac);
                     }
@@ -261,7 +259,7 @@ impl Calculator {
                     if owner != Some(node)
                         && let Some(t) = remote(addr, node)
                     {
-                        d.routes.insert(addr, t);
+                        d.routes.insert(addr.into(), t);
                     }
                 }
             }
@@ -270,21 +268,20 @@ impl Calculator {
         // BGP-learned routes fill in what the datastore does not say (no-encap and IPIP pools, and
         // prefixes outside every pool). VXLAN routes come only from the datastore.
         for (prefix, hops) in &self.bgp {
-            if d.routes.contains_key(prefix) {
+            let (IpNet::V4(p4), IpAddr::V4(gw)) = (prefix, hops[0]) else {
+                continue;
+            };
+            if d.routes.contains_key(prefix) || my_addr.is_some_and(|m| m.addr() == gw) {
                 continue;
             }
-            let gw = hops[0];
-            if my_addr.is_some_and(|m| m.addr() == gw) {
-                continue;
-            }
-            let target = match pool_for(*prefix) {
+            let target = match pool_for(*p4) {
                 Some(pool) if pool.vxlan_mode().enabled() => None,
                 Some(pool) => {
                     let info = NodeInfo { ip: gw, vtep: None };
                     remote_target(pool, &info, my_addr, &d.devices, &self.local.underlay_dev)
                 }
                 None => Some(RouteTarget::Via {
-                    gw,
+                    gw: gw.into(),
                     dev: self.local.underlay_dev.clone(),
                     onlink: false,
                 }),
@@ -310,6 +307,7 @@ impl Calculator {
 
         d.sysctls
             .insert("net/ipv4/ip_forward".to_string(), "1".to_string());
+        self.desired_v6(&mut d);
 
         d.nat = NatRules {
             all_pools: pools.iter().map(|(c, _)| *c).collect::<BTreeSet<_>>(),
@@ -325,6 +323,114 @@ impl Calculator {
                 .and_then(parse_v4),
         };
         d
+    }
+}
+
+impl Calculator {
+    /// IPv6: local /128s on cali veths, blackholes for local blocks, unencapsulated routes to
+    /// remote blocks via the node's IPv6 address, borrowed addresses and BGP routes, plus
+    /// forwarding and proxy NDP. IPv6 encapsulation (Calico's `vxlan-v6.calico`) is not
+    /// implemented: blocks of a v6 pool that asks for it get no remote route.
+    fn desired_v6(&self, d: &mut Desired) {
+        let me = &self.local.name;
+        let mut pools: Vec<(Ipv6Net, &IPPoolSpec)> = self
+            .pools
+            .values()
+            .filter_map(|p| match p.cidr {
+                Some(IpNet::V6(c)) => Some((c, p)),
+                _ => None,
+            })
+            .collect();
+        pools.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
+        let node6 = |name: &str| -> Option<Ipv6Addr> {
+            let a = self
+                .nodes
+                .get(name)?
+                .bgp
+                .as_ref()?
+                .ipv6_address
+                .as_deref()?;
+            a.split('/').next()?.parse().ok()
+        };
+        let my6 = node6(me);
+        let remote = |prefix: Ipv6Net, node: &str| -> Option<RouteTarget> {
+            let (_, pool) = pools.iter().find(|(c, _)| c.contains(&prefix))?;
+            if pool.vxlan_mode().enabled() || pool.ipip_mode().enabled() {
+                return None;
+            }
+            Some(RouteTarget::Via {
+                gw: node6(node)?.into(),
+                dev: self.local.underlay_dev.clone(),
+                onlink: false,
+            })
+        };
+        let mut block_owner: Vec<(Ipv6Net, &str)> = Vec::new();
+        for a in self.affinities.values().filter(|a| !a.deleted) {
+            let Some(IpNet::V6(block)) = a.cidr else {
+                continue;
+            };
+            block_owner.push((block, a.node.as_str()));
+            if a.node == *me {
+                d.routes.insert(block.into(), RouteTarget::Blackhole);
+            } else if let Some(t) = remote(block, &a.node) {
+                d.routes.insert(block.into(), t);
+            }
+        }
+        for w in self.workloads.values() {
+            let node = w.node.as_deref().unwrap_or(me);
+            for addr in w.ip_networks.iter().filter_map(|n| parse_v6_net(n)) {
+                if node == me {
+                    let Some(dev) = w.interface_name.clone() else {
+                        continue;
+                    };
+                    d.routes
+                        .insert(addr.into(), RouteTarget::Link { dev: dev.clone() });
+                    for k in [
+                        format!("net/ipv6/conf/{dev}/proxy_ndp"),
+                        format!("net/ipv6/conf/{dev}/forwarding"),
+                    ] {
+                        d.sysctls.insert(k, "1".to_string());
+                    }
+                } else {
+                    let owner = block_owner
+                        .iter()
+                        .filter(|(b, _)| b.contains(&addr))
+                        .max_by_key(|(b, _)| b.prefix_len())
+                        .map(|(_, n)| *n);
+                    if owner != Some(node)
+                        && let Some(t) = remote(addr, node)
+                    {
+                        d.routes.insert(addr.into(), t);
+                    }
+                }
+            }
+        }
+        for (prefix, hops) in &self.bgp {
+            let (IpNet::V6(p6), IpAddr::V6(gw)) = (prefix, hops[0]) else {
+                continue;
+            };
+            if d.routes.contains_key(prefix) || my6 == Some(gw) {
+                continue;
+            }
+            let encap = pools
+                .iter()
+                .find(|(c, _)| c.contains(p6))
+                .is_some_and(|(_, p)| p.vxlan_mode().enabled() || p.ipip_mode().enabled());
+            if !encap {
+                d.routes.insert(
+                    *prefix,
+                    RouteTarget::Via {
+                        gw: gw.into(),
+                        dev: self.local.underlay_dev.clone(),
+                        onlink: false,
+                    },
+                );
+            }
+        }
+        if !pools.is_empty() {
+            d.sysctls
+                .insert("net/ipv6/conf/all/forwarding".to_string(), "1".to_string());
+        }
     }
 }
 
@@ -348,7 +454,7 @@ fn remote_target(
         devices.vxlan.as_ref()?;
         let (vtep, _) = node.vtep?;
         return Some(RouteTarget::Via {
-            gw: vtep,
+            gw: vtep.into(),
             dev: VXLAN_DEVICE.to_string(),
             onlink: true,
         });
@@ -356,13 +462,13 @@ fn remote_target(
     if encap(pool.ipip_mode()) {
         devices.ipip.as_ref()?;
         return Some(RouteTarget::Via {
-            gw: node.ip,
+            gw: node.ip.into(),
             dev: IPIP_DEVICE.to_string(),
             onlink: true,
         });
     }
     Some(RouteTarget::Via {
-        gw: node.ip,
+        gw: node.ip.into(),
         dev: underlay.to_string(),
         onlink: false,
     })
@@ -381,6 +487,13 @@ fn node_address(spec: &NodeSpec) -> Option<Ipv4Net> {
 
 fn parse_v4(s: &str) -> Option<Ipv4Addr> {
     s.split('/').next()?.parse().ok()
+}
+
+fn parse_v6_net(s: &str) -> Option<Ipv6Net> {
+    s.parse::<Ipv6Net>()
+        .ok()
+        .or_else(|| Some(Ipv6Net::new(s.parse().ok()?, 128).expect("/128")))
+        .map(|n| n.trunc())
 }
 
 fn parse_v4_net(s: &str) -> Option<Ipv4Net> {
@@ -902,6 +1015,79 @@ mod tests {
         assert!(!c.apply(affinity("n2", "198.18.0.64/26")));
         assert!(!c.apply(Input::InterfaceMtu("eth0".into(), Some(1500))));
         assert!(!c.apply(Input::PoolRemove("nope".into())));
+    }
+
+    #[test]
+    fn ipv6_no_encap() {
+        let mut c = cluster(EncapMode::Always, EncapMode::Never);
+        let v6node = |v4: &str, v6: &str| {
+            let mut n = node(v4, None, None);
+            n.bgp.as_mut().unwrap().ipv6_address = Some(v6.into());
+            n
+        };
+        c.apply(Input::NodeUpdate(
+            "n1".into(),
+            v6node("192.0.2.11/24", "2001:db8:1::11/64"),
+        ));
+        c.apply(Input::NodeUpdate(
+            "n2".into(),
+            v6node("192.0.2.12/24", "2001:db8:1::12/64"),
+        ));
+        c.apply(Input::PoolUpdate(
+            "v6".into(),
+            IPPoolSpec {
+                cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+                ..Default::default()
+            },
+        ));
+        c.apply(affinity("n1", "2001:db8:ff::/122"));
+        c.apply(affinity("n2", "2001:db8:ff::40/122"));
+        c.apply(Input::WorkloadUpdate(
+            "n1-v6".into(),
+            WorkloadEndpointSpec {
+                node: Some("n1".into()),
+                interface_name: Some("cali6".into()),
+                ip_networks: vec!["198.18.0.6/32".into(), "2001:db8:ff::6/128".into()],
+                ..Default::default()
+            },
+        ));
+        c.apply(Input::BgpRoute(
+            "2001:db8:aa::/64".parse().unwrap(),
+            vec![
+                "2001:db8:1::12".parse().unwrap(),
+                "192.0.2.12".parse().unwrap(),
+            ],
+        ));
+        let d = c.desired();
+        assert_eq!(route(&d, "2001:db8:ff::/122"), "blackhole");
+        assert_eq!(route(&d, "2001:db8:ff::6/128"), "dev cali6 scope link");
+        assert_eq!(route(&d, "198.18.0.6/32"), "dev cali6 scope link");
+        assert_eq!(
+            route(&d, "2001:db8:ff::40/122"),
+            "via 2001:db8:1::12 dev eth0"
+        );
+        assert_eq!(route(&d, "2001:db8:aa::/64"), "via 2001:db8:1::12 dev eth0");
+        assert_eq!(d.sysctls["net/ipv6/conf/cali6/proxy_ndp"], "1");
+        assert_eq!(d.sysctls["net/ipv6/conf/cali6/forwarding"], "1");
+        assert_eq!(d.sysctls["net/ipv6/conf/all/forwarding"], "1");
+        // The IPv4 side is unchanged by the IPv6 pool.
+        assert_eq!(
+            route(&d, "198.18.0.64/26"),
+            "via 192.0.2.12 dev tunl0 onlink"
+        );
+        assert_eq!(d.nat.all_pools.len(), 1, "nft rules are IPv4 only");
+        // IPv6 encapsulation is not implemented: no remote route rather than a wrong one.
+        c.apply(Input::PoolUpdate(
+            "v6".into(),
+            IPPoolSpec {
+                cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+                vxlan_mode: Some(EncapMode::Always),
+                ..Default::default()
+            },
+        ));
+        let d = c.desired();
+        assert_eq!(route(&d, "2001:db8:ff::40/122"), "none");
+        assert_eq!(route(&d, "2001:db8:ff::/122"), "blackhole");
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 
 /// Calico: the IPIP device is the kernel's fallback tunnel device, `tunl0`.
 pub const IPIP_DEVICE: &str = "tunl0";
@@ -64,7 +64,7 @@ pub enum RouteTarget {
     Link { dev: String },
     /// `DST via GW dev DEV [onlink]`.
     Via {
-        gw: Ipv4Addr,
+        gw: IpAddr,
         dev: String,
         onlink: bool,
     },
@@ -140,8 +140,8 @@ pub struct NatRules {
 /// Everything felix wants the kernel to hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    /// IPv4 routes in the main table, all carrying [`crate::PROTO_TABBY`].
-    pub routes: BTreeMap<Ipv4Net, RouteTarget>,
+    /// Routes in the main table (IPv4 and IPv6), all carrying [`crate::PROTO_TABBY`].
+    pub routes: BTreeMap<IpNet, RouteTarget>,
     pub devices: Devices,
     /// Permanent neighbour entries: (device, IP) → MAC. VTEPs on vxlan.calico, pods on cali*.
     pub neighbours: BTreeMap<(String, Ipv4Addr), Mac>,

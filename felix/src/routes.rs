@@ -8,9 +8,9 @@
 //! is never a moment with no route or with two routes for it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -26,25 +26,19 @@ use crate::{Error, PROTO_TABBY};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KernelTarget {
     Blackhole,
-    Link {
-        oif: u32,
-    },
-    Via {
-        gw: Ipv4Addr,
-        oif: u32,
-        onlink: bool,
-    },
+    Link { oif: u32 },
+    Via { gw: IpAddr, oif: u32, onlink: bool },
 }
 
 /// The seam between the route manager and the kernel: a real netlink table or a fake.
 #[allow(async_fn_in_trait)]
 pub trait RouteTable {
     /// Every route in the main table with our protocol number.
-    async fn list(&mut self) -> Result<BTreeMap<Ipv4Net, KernelTarget>, Error>;
+    async fn list(&mut self) -> Result<BTreeMap<IpNet, KernelTarget>, Error>;
     /// Create-or-replace each route; returns the ones that failed.
-    async fn replace(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)>;
+    async fn replace(&mut self, routes: &[(IpNet, KernelTarget)]) -> Vec<(IpNet, Error)>;
     /// Delete each route; returns the ones that failed.
-    async fn delete(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)>;
+    async fn delete(&mut self, routes: &[(IpNet, KernelTarget)]) -> Vec<(IpNet, Error)>;
 }
 
 /// What one apply pass did.
@@ -66,12 +60,12 @@ impl RouteStats {
 
 pub struct RouteManager<T: RouteTable> {
     table: T,
-    desired: BTreeMap<Ipv4Net, RouteTarget>,
+    desired: BTreeMap<IpNet, RouteTarget>,
     ifindex: BTreeMap<String, u32>,
     /// Off-link gateways resolved through the kernel's own routes: node IP → (next hop, oif).
-    recursive: BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>,
+    recursive: BTreeMap<IpAddr, (IpAddr, u32)>,
     /// Our view of the kernel's routes with our protocol; `None` until the first read.
-    actual: Option<BTreeMap<Ipv4Net, KernelTarget>>,
+    actual: Option<BTreeMap<IpNet, KernelTarget>>,
     dirty: bool,
 }
 
@@ -91,7 +85,7 @@ impl<T: RouteTable> RouteManager<T> {
         &mut self.table
     }
 
-    pub fn set_desired(&mut self, routes: &BTreeMap<Ipv4Net, RouteTarget>) {
+    pub fn set_desired(&mut self, routes: &BTreeMap<IpNet, RouteTarget>) {
         if self.desired != *routes {
             self.desired = routes.clone();
             self.dirty = true;
@@ -109,7 +103,7 @@ impl<T: RouteTable> RouteManager<T> {
     /// Gateways that are not on-link, with the next hop the kernel uses to reach them (BIRD's
     /// `gateway recursive`, which Calico's BIRD config uses for iBGP routes): a no-encap route to
     /// a node behind a router goes via that router.
-    pub fn set_recursive(&mut self, recursive: &BTreeMap<Ipv4Addr, (Ipv4Addr, u32)>) {
+    pub fn set_recursive(&mut self, recursive: &BTreeMap<IpAddr, (IpAddr, u32)>) {
         if self.recursive != *recursive {
             self.recursive = recursive.clone();
             self.dirty = true;
@@ -158,7 +152,7 @@ impl<T: RouteTable> RouteManager<T> {
             Some(a) => a,
             None => self.table.list().await?,
         };
-        let mut want: BTreeMap<Ipv4Net, KernelTarget> = BTreeMap::new();
+        let mut want: BTreeMap<IpNet, KernelTarget> = BTreeMap::new();
         for (dst, t) in &self.desired {
             match self.resolve(t) {
                 Some(k) => {
@@ -167,12 +161,12 @@ impl<T: RouteTable> RouteManager<T> {
                 None => stats.no_device += 1,
             }
         }
-        let to_replace: Vec<(Ipv4Net, KernelTarget)> = want
+        let to_replace: Vec<(IpNet, KernelTarget)> = want
             .iter()
             .filter(|(d, k)| actual.get(d) != Some(k))
             .map(|(d, k)| (*d, *k))
             .collect();
-        let to_delete: Vec<(Ipv4Net, KernelTarget)> = actual
+        let to_delete: Vec<(IpNet, KernelTarget)> = actual
             .iter()
             .filter(|(d, _)| !want.contains_key(d))
             .map(|(d, k)| (*d, *k))
@@ -221,16 +215,19 @@ impl NetlinkRoutes {
     }
 }
 
-fn route_message(dst: Ipv4Net, k: KernelTarget) -> RouteMessage {
+fn route_message(dst: IpNet, k: KernelTarget) -> RouteMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = match dst {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
     m.header.destination_prefix_length = dst.prefix_len();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::from(PROTO_TABBY);
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
     m.attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(
+        .push(RouteAttribute::Destination(RouteAddress::from(
             dst.network(),
         )));
     match k {
@@ -241,7 +238,7 @@ fn route_message(dst: Ipv4Net, k: KernelTarget) -> RouteMessage {
         }
         KernelTarget::Via { gw, oif, onlink } => {
             m.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
             m.attributes.push(RouteAttribute::Oif(oif));
             if onlink {
                 m.header.flags = RouteFlags::Onlink;
@@ -252,19 +249,32 @@ fn route_message(dst: Ipv4Net, k: KernelTarget) -> RouteMessage {
 }
 
 /// Reads one of our routes back; `None` for anything felix would not have written.
-fn parse_route(m: &RouteMessage) -> Option<(Ipv4Net, KernelTarget)> {
-    if m.header.address_family != AddressFamily::Inet || u8::from(m.header.protocol) != PROTO_TABBY
-    {
+fn parse_route(m: &RouteMessage) -> Option<(IpNet, KernelTarget)> {
+    let v6 = match m.header.address_family {
+        AddressFamily::Inet => false,
+        AddressFamily::Inet6 => true,
+        _ => return None,
+    };
+    if u8::from(m.header.protocol) != PROTO_TABBY {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let addr = |a: &RouteAddress| match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    };
+    let mut dst = if v6 {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
     let mut gw = None;
     let mut oif = None;
     let mut table = u32::from(m.header.table);
     for a in &m.attributes {
         match a {
-            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+            RouteAttribute::Destination(d) => dst = addr(d)?,
+            RouteAttribute::Gateway(g) => gw = addr(g),
             RouteAttribute::Oif(o) => oif = Some(*o),
             RouteAttribute::Table(t) => table = *t,
             _ => {}
@@ -273,7 +283,7 @@ fn parse_route(m: &RouteMessage) -> Option<(Ipv4Net, KernelTarget)> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
-    let net = Ipv4Net::new(dst, m.header.destination_prefix_length).ok()?;
+    let net = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
     let k = match (m.header.kind, gw, oif) {
         (RouteType::BlackHole, _, _) => KernelTarget::Blackhole,
         (RouteType::Unicast, Some(gw), Some(oif)) => KernelTarget::Via {
@@ -292,15 +302,19 @@ fn parse_route(m: &RouteMessage) -> Option<(Ipv4Net, KernelTarget)> {
 /// one did, following it would be a loop).
 pub async fn resolve_gateways(
     nl: &Netlink,
-    gateways: impl IntoIterator<Item = Ipv4Addr>,
-) -> BTreeMap<Ipv4Addr, (Ipv4Addr, u32)> {
+    gateways: impl IntoIterator<Item = IpAddr>,
+) -> BTreeMap<IpAddr, (IpAddr, u32)> {
     let mut out = BTreeMap::new();
     for gw in gateways {
         let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
-        req.header.destination_prefix_length = 32;
+        req.header.address_family = if gw.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        req.header.destination_prefix_length = if gw.is_ipv4() { 32 } else { 128 };
         req.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(gw)));
+            .push(RouteAttribute::Destination(RouteAddress::from(gw)));
         let Ok(replies) = nl
             .request(RouteNetlinkMessage::GetRoute(req), crate::netlink::GET)
             .await
@@ -315,7 +329,8 @@ pub async fn resolve_gateways(
             let mut oif = None;
             for a in &r.attributes {
                 match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => nh = Some(*g),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => nh = Some(IpAddr::V4(*g)),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => nh = Some(IpAddr::V6(*g)),
                     RouteAttribute::Oif(o) => oif = Some(*o),
                     _ => {}
                 }
@@ -331,9 +346,9 @@ pub async fn resolve_gateways(
 }
 
 impl RouteTable for NetlinkRoutes {
-    async fn list(&mut self) -> Result<BTreeMap<Ipv4Net, KernelTarget>, Error> {
-        let mut req = RouteMessage::default();
-        req.header.address_family = AddressFamily::Inet;
+    async fn list(&mut self) -> Result<BTreeMap<IpNet, KernelTarget>, Error> {
+        // AF_UNSPEC: IPv4 and IPv6 in one dump.
+        let req = RouteMessage::default();
         let msgs = self.nl.dump(RouteNetlinkMessage::GetRoute(req)).await?;
         Ok(msgs
             .iter()
@@ -344,7 +359,7 @@ impl RouteTable for NetlinkRoutes {
             .collect())
     }
 
-    async fn replace(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)> {
+    async fn replace(&mut self, routes: &[(IpNet, KernelTarget)]) -> Vec<(IpNet, Error)> {
         let msgs = routes
             .iter()
             .map(|(d, k)| {
@@ -366,7 +381,7 @@ impl RouteTable for NetlinkRoutes {
         }
     }
 
-    async fn delete(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)> {
+    async fn delete(&mut self, routes: &[(IpNet, KernelTarget)]) -> Vec<(IpNet, Error)> {
         let msgs = routes
             .iter()
             .map(|(d, k)| (RouteNetlinkMessage::DelRoute(route_message(*d, *k)), ACKED))
@@ -394,21 +409,21 @@ impl RouteTable for NetlinkRoutes {
 /// An in-memory route table for unit tests: counts every change it is asked to make.
 #[derive(Debug, Default)]
 pub struct FakeRoutes {
-    pub routes: BTreeMap<Ipv4Net, KernelTarget>,
+    pub routes: BTreeMap<IpNet, KernelTarget>,
     pub lists: usize,
     pub replaces: usize,
     pub deletes: usize,
     /// Prefixes whose replace fails (e.g. a gateway the kernel rejects).
-    pub reject: Vec<Ipv4Net>,
+    pub reject: Vec<IpNet>,
 }
 
 impl RouteTable for FakeRoutes {
-    async fn list(&mut self) -> Result<BTreeMap<Ipv4Net, KernelTarget>, Error> {
+    async fn list(&mut self) -> Result<BTreeMap<IpNet, KernelTarget>, Error> {
         self.lists += 1;
         Ok(self.routes.clone())
     }
 
-    async fn replace(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)> {
+    async fn replace(&mut self, routes: &[(IpNet, KernelTarget)]) -> Vec<(IpNet, Error)> {
         let mut failed = Vec::new();
         for (d, k) in routes {
             self.replaces += 1;
@@ -421,7 +436,7 @@ impl RouteTable for FakeRoutes {
         failed
     }
 
-    async fn delete(&mut self, routes: &[(Ipv4Net, KernelTarget)]) -> Vec<(Ipv4Net, Error)> {
+    async fn delete(&mut self, routes: &[(IpNet, KernelTarget)]) -> Vec<(IpNet, Error)> {
         for (d, _) in routes {
             self.deletes += 1;
             self.routes.remove(d);
@@ -433,8 +448,9 @@ impl RouteTable for FakeRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipnet::Ipv4Net;
 
-    fn net(s: &str) -> Ipv4Net {
+    fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }
 
@@ -456,8 +472,10 @@ mod tests {
         m
     }
 
-    fn block(i: u32) -> Ipv4Net {
-        Ipv4Net::new(Ipv4Addr::from(0xc612_0000u32 + (i << 6)), 26).unwrap()
+    fn block(i: u32) -> IpNet {
+        Ipv4Net::new(Ipv4Addr::from(0xc612_0000u32 + (i << 6)), 26)
+            .unwrap()
+            .into()
     }
 
     fn run<F: std::future::Future>(f: F) -> F::Output {
@@ -568,7 +586,7 @@ mod tests {
                 (block(1), via("198.51.100.13", "eth0", false)),
                 (block(2), via("198.51.100.13", "tunl0", true)),
             ]));
-            let router: Ipv4Addr = "192.0.2.1".parse().unwrap();
+            let router: IpAddr = "192.0.2.1".parse().unwrap();
             m.set_recursive(&BTreeMap::from([(
                 "198.51.100.13".parse().unwrap(),
                 (router, 2),
@@ -613,6 +631,13 @@ mod tests {
             let m = route_message(block(3), k);
             assert_eq!(parse_route(&m), Some((block(3), k)));
         }
+        let v6: IpNet = "2001:db8:ff::40/122".parse().unwrap();
+        let k = KernelTarget::Via {
+            gw: "2001:db8:1::12".parse().unwrap(),
+            oif: 2,
+            onlink: false,
+        };
+        assert_eq!(parse_route(&route_message(v6, k)), Some((v6, k)));
         let mut foreign = route_message(block(3), KernelTarget::Blackhole);
         foreign.header.protocol = RouteProtocol::Static;
         assert_eq!(parse_route(&foreign), None, "not ours: ignored");

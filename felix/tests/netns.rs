@@ -608,8 +608,8 @@ fn batched_route_writes_report_each_failure() {
         .trim()
         .parse()
         .unwrap();
-    let net = |s: &str| s.parse::<ipnet::Ipv4Net>().unwrap();
-    let routes: Vec<(ipnet::Ipv4Net, KernelTarget)> = (0..300)
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+    let routes: Vec<(ipnet::IpNet, KernelTarget)> = (0..300)
         .map(|i| {
             let dst = net(&format!("198.18.{}.{}/30", i / 64, (i % 64) * 4));
             // Every 100th route names a device that does not exist.
@@ -631,7 +631,7 @@ fn batched_route_writes_report_each_failure() {
             .unwrap();
         rt.block_on(async move {
             let mut t = NetlinkRoutes::new(felix::netlink::Netlink::connect().unwrap());
-            let failed: Vec<ipnet::Ipv4Net> = t
+            let failed: Vec<ipnet::IpNet> = t
                 .replace(&routes)
                 .await
                 .into_iter()
@@ -649,4 +649,130 @@ fn batched_route_writes_report_each_failure() {
         ]
     );
     assert_eq!(listed, 297);
+}
+
+#[test]
+fn ipv6_no_encap_two_nodes() {
+    if !can_run() {
+        return;
+    }
+    let mut c = Cluster::new("v6", &[&N1, &N2]);
+    let v6 = [
+        (
+            "n1",
+            "2001:db8:1::11",
+            "2001:db8:ff::10",
+            "2001:db8:ff::/122",
+        ),
+        (
+            "n2",
+            "2001:db8:1::12",
+            "2001:db8:ff::50",
+            "2001:db8:ff::40/122",
+        ),
+    ];
+    for (n, node_ip, pod_ip, _) in v6 {
+        c.node(n).ip(&[
+            "addr",
+            "add",
+            &format!("{node_ip}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        let p = c.pod(n);
+        p.ip(&[
+            "addr",
+            "add",
+            &format!("{pod_ip}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        // Calico: the pod's IPv6 gateway is the host veth's link-local address (from its MAC).
+        p.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fe80::ecee:eeff:feee:eeee",
+            "dev",
+            "eth0",
+        ]);
+    }
+    c.start_felix(pool(Never, Never, false), SLOW_RESYNC);
+    let pool6 = api::IPPoolSpec {
+        cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+        ..Default::default()
+    };
+    for (i, (n, _, pod_ip, _)) in v6.iter().enumerate() {
+        let f = &c.felix[i];
+        f.send(Input::PoolUpdate("v6".into(), pool6.clone()));
+        for (m, node_ip, _, block) in v6 {
+            let def = if m == "n1" { &N1 } else { &N2 };
+            f.send(Input::NodeUpdate(
+                m.into(),
+                api::NodeSpec {
+                    bgp: Some(api::NodeBgpSpec {
+                        ipv4_address: Some(def.addr.into()),
+                        ipv6_address: Some(format!("{node_ip}/64")),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ));
+            f.send(Input::AffinityUpdate(
+                format!("{m}-v6"),
+                api::BlockAffinitySpec {
+                    state: api::AffinityState::Confirmed,
+                    node: m.into(),
+                    cidr: Some(block.parse().unwrap()),
+                    ..Default::default()
+                },
+            ));
+        }
+        f.send(Input::WorkloadUpdate(
+            format!("{n}-pod"),
+            api::WorkloadEndpointSpec {
+                node: Some((*n).into()),
+                interface_name: Some(cali_name(n)),
+                ip_networks: vec![
+                    format!("{}/32", if *n == "n1" { N1.pod_ip } else { N2.pod_ip }),
+                    format!("{pod_ip}/128"),
+                ],
+                ..Default::default()
+            },
+        ));
+    }
+    wait_for(
+        "n1 IPv6 route to n2's block",
+        Duration::from_secs(5),
+        || {
+            c.node("n1")
+                .ip(&["-6", "route", "show", "2001:db8:ff::40/122"])
+                .contains("via 2001:db8:1::12 dev eth0 proto 80")
+        },
+    );
+    wait_for("n2 IPv6 pod route", Duration::from_secs(5), || {
+        c.node("n2")
+            .ip(&["-6", "route", "show", "2001:db8:ff::50"])
+            .contains(&format!("dev {} proto 80", cali_name("n2")))
+    });
+    assert_eq!(c.node("n1").sysctl("net.ipv6.conf.all.forwarding"), "1");
+    let cap = c.node("n2").capture("eth0", "icmp6");
+    // The host veth's link-local address may still be doing DAD: retry for a few seconds.
+    wait_for("pod n1 -> pod n2 over IPv6", Duration::from_secs(8), || {
+        c.pod("n1")
+            .exec(&["ping", "-6", "-c", "1", "-W", "1", "2001:db8:ff::50"])
+            .status
+            .success()
+    });
+    let out = cap.finish();
+    assert!(
+        out.contains("2001:db8:ff::10 > 2001:db8:ff::50: ICMP6, echo request"),
+        "{out}"
+    );
+    // IPv4 keeps working beside it.
+    assert!(c.pod("n1").ping(N2.pod_ip, 1));
 }
