@@ -307,8 +307,6 @@ impl Calculator {
 
         d.sysctls
             .insert("net/ipv4/ip_forward".to_string(), "1".to_string());
-        self.desired_v6(&mut d);
-
         d.nat = NatRules {
             all_pools: pools.iter().map(|(c, _)| *c).collect::<BTreeSet<_>>(),
             masq_pools: pools
@@ -321,7 +319,9 @@ impl Calculator {
                 .nat_outgoing_address
                 .as_deref()
                 .and_then(parse_v4),
+            ..Default::default()
         };
+        self.desired_v6(&mut d);
         d
     }
 }
@@ -431,6 +431,12 @@ impl Calculator {
             d.sysctls
                 .insert("net/ipv6/conf/all/forwarding".to_string(), "1".to_string());
         }
+        d.nat.all_pools6 = pools.iter().map(|(c, _)| *c).collect();
+        d.nat.masq_pools6 = pools
+            .iter()
+            .filter(|(_, p)| p.nat_outgoing)
+            .map(|(c, _)| *c)
+            .collect();
     }
 }
 
@@ -1075,7 +1081,7 @@ mod tests {
             route(&d, "198.18.0.64/26"),
             "via 192.0.2.12 dev tunl0 onlink"
         );
-        assert_eq!(d.nat.all_pools.len(), 1, "nft rules are IPv4 only");
+        assert_eq!((d.nat.all_pools.len(), d.nat.all_pools6.len()), (1, 1));
         // IPv6 encapsulation is not implemented: no remote route rather than a wrong one.
         c.apply(Input::PoolUpdate(
             "v6".into(),

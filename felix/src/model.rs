@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Calico: the IPIP device is the kernel's fallback tunnel device, `tunl0`.
 pub const IPIP_DEVICE: &str = "tunl0";
@@ -133,6 +133,9 @@ pub struct NatRules {
     pub all_pools: BTreeSet<Ipv4Net>,
     /// Pools with `natOutgoing: true`.
     pub masq_pools: BTreeSet<Ipv4Net>,
+    /// The same for IPv6 pools (always masqueraded: `natOutgoingAddress` is IPv4).
+    pub all_pools6: BTreeSet<Ipv6Net>,
+    pub masq_pools6: BTreeSet<Ipv6Net>,
     /// FelixConfiguration `natOutgoingAddress`: SNAT to this instead of masquerading.
     pub nat_outgoing_address: Option<Ipv4Addr>,
 }
@@ -193,6 +196,19 @@ impl Desired {
             nets(&self.nat.all_pools),
             nets(&self.nat.masq_pools)
         ));
+        if !self.nat.all_pools6.is_empty() {
+            let v6 = |s: &BTreeSet<Ipv6Net>| {
+                s.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            out.push_str(&format!(
+                " pools6 [{}] masq6 [{}]",
+                v6(&self.nat.all_pools6),
+                v6(&self.nat.masq_pools6)
+            ));
+        }
         if let Some(a) = self.nat.nat_outgoing_address {
             out.push_str(&format!(" snat {a}"));
         }

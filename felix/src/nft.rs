@@ -1,4 +1,4 @@
-//! The nftables manager: one table of ours, `ip tabby`, replaced atomically (one `nft -f`
+//! The nftables manager: one table of ours, `inet tabby` (IPv4 and IPv6), replaced atomically (one `nft -f`
 //! transaction deletes and re-adds it) whenever the desired rules change or the kernel's copy
 //! drifts. Drift is detected by comparing the kernel's JSON listing (handles stripped) with the
 //! listing taken right after our last write. Nothing outside the table is touched.
@@ -10,41 +10,59 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use ipnet::Ipv4Net;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use tracing::info;
 
 use crate::Error;
 use crate::model::NatRules;
 
-/// Our table: `table ip tabby`.
+/// Our table: `table inet tabby`.
+pub const FAMILY: &str = "inet";
+/// Our table's name.
 pub const TABLE: &str = "tabby";
 
 /// Renders the table in nft's own syntax, as one transaction that replaces any previous copy.
 pub fn render(n: &NatRules) -> String {
-    let set = |name: &str, nets: &mut dyn Iterator<Item = &Ipv4Net>| {
-        let elems: Vec<String> = nets.map(|n| n.to_string()).collect();
-        let mut s = format!("  set {name} {{\n    type ipv4_addr; flags interval; auto-merge\n");
+    fn set(name: &str, kind: &str, elems: Vec<String>) -> String {
+        let mut s = format!("  set {name} {{\n    type {kind}; flags interval; auto-merge\n");
         if !elems.is_empty() {
             s.push_str(&format!("    elements = {{ {} }}\n", elems.join(", ")));
         }
         s.push_str("  }\n");
         s
-    };
+    }
+    fn strings<T: ToString>(s: &BTreeSet<T>) -> Vec<String> {
+        s.iter().map(|n| n.to_string()).collect()
+    }
     let snat = match n.nat_outgoing_address {
-        Some(a) => format!("snat to {a}"),
+        Some(a) => format!("snat ip to {a}"),
         None => "masquerade fully-random".to_string(),
     };
-    let mut t = format!("table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n");
-    t.push_str(&set("all-ipam-pools", &mut n.all_pools.iter()));
-    t.push_str(&set("masq-ipam-pools", &mut n.masq_pools.iter()));
+    let mut t = format!(
+        "table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\ntable {FAMILY} {TABLE} {{\n"
+    );
+    t.push_str(&set("all-ipam-pools", "ipv4_addr", strings(&n.all_pools)));
+    t.push_str(&set("masq-ipam-pools", "ipv4_addr", strings(&n.masq_pools)));
+    t.push_str(&set(
+        "all-ipam-pools-v6",
+        "ipv6_addr",
+        strings(&n.all_pools6),
+    ));
+    t.push_str(&set(
+        "masq-ipam-pools-v6",
+        "ipv6_addr",
+        strings(&n.masq_pools6),
+    ));
     t.push_str(&format!(
         "  chain nat-outgoing {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
-         ip saddr @masq-ipam-pools ip daddr != @all-ipam-pools {snat}\n  }}\n"
+         ip saddr @masq-ipam-pools ip daddr != @all-ipam-pools {snat}\n    \
+         ip6 saddr @masq-ipam-pools-v6 ip6 daddr != @all-ipam-pools-v6 masquerade fully-random\n  }}\n"
     ));
     t.push_str(
         "  chain forward {\n    type filter hook forward priority filter; policy accept;\n    \
-         ip saddr @all-ipam-pools accept\n    ip daddr @all-ipam-pools accept\n  }\n}\n",
+         ip saddr @all-ipam-pools accept\n    ip daddr @all-ipam-pools accept\n    \
+         ip6 saddr @all-ipam-pools-v6 accept\n    ip6 daddr @all-ipam-pools-v6 accept\n  }\n}\n",
     );
     t
 }
@@ -131,10 +149,10 @@ fn nft_stdin(script: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `nft -j list table ip tabby` without the parts that change on every write.
+/// `nft -j list table inet tabby` without the parts that change on every write.
 pub fn list_table() -> Result<Value, Error> {
     let out = Command::new("nft")
-        .args(["-j", "list", "table", "ip", TABLE])
+        .args(["-j", "list", "table", FAMILY, TABLE])
         .output()
         .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
     if !out.status.success() {
@@ -179,13 +197,17 @@ mod tests {
         n.all_pools.insert("198.19.0.0/16".parse().unwrap());
         n.masq_pools.insert("198.18.0.0/16".parse().unwrap());
         let t = render(&n);
-        assert!(t.starts_with("table ip tabby {}\ndelete table ip tabby\n"));
+        assert!(t.starts_with("table inet tabby {}\ndelete table inet tabby\n"));
         assert!(t.contains("elements = { 198.18.0.0/16, 198.19.0.0/16 }"));
         assert!(t.contains(
             "ip saddr @masq-ipam-pools ip daddr != @all-ipam-pools masquerade fully-random"
         ));
         n.nat_outgoing_address = Some("192.0.2.200".parse().unwrap());
-        assert!(render(&n).contains("!= @all-ipam-pools snat to 192.0.2.200"));
+        assert!(render(&n).contains("!= @all-ipam-pools snat ip to 192.0.2.200"));
+        n.masq_pools6.insert("2001:db8:ff::/48".parse().unwrap());
+        assert!(render(&n).contains(
+            "type ipv6_addr; flags interval; auto-merge\n    elements = { 2001:db8:ff::/48 }"
+        ));
         // No pools: empty sets, still valid.
         assert!(!render(&NatRules::default()).contains("elements"));
     }

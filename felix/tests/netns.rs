@@ -411,7 +411,7 @@ fn nat_outgoing() {
     c.wait_converged();
     wait_for("nft table", Duration::from_secs(5), || {
         c.node("n1")
-            .exec(&["nft", "list", "table", "ip", "tabby"])
+            .exec(&["nft", "list", "table", "inet", "tabby"])
             .status
             .success()
     });
@@ -443,8 +443,10 @@ fn nat_outgoing() {
             ..Default::default()
         }));
     wait_for("snat rule", Duration::from_secs(5), || {
-        let o = c.node("n1").exec(&["nft", "list", "table", "ip", "tabby"]);
-        String::from_utf8_lossy(&o.stdout).contains("snat to 192.0.2.111")
+        let o = c
+            .node("n1")
+            .exec(&["nft", "list", "table", "inet", "tabby"]);
+        String::from_utf8_lossy(&o.stdout).contains("snat ip to 192.0.2.111")
     });
     drop(ext);
 }
@@ -547,10 +549,10 @@ fn drift_is_repaired() {
     );
 
     must(&[
-        "ip", "netns", "exec", &n1.name, "nft", "flush", "table", "ip", "tabby",
+        "ip", "netns", "exec", &n1.name, "nft", "flush", "table", "inet", "tabby",
     ]);
     let t = wait_for("nft rules back", resync * 2, || {
-        let o = n1.exec(&["nft", "list", "table", "ip", "tabby"]);
+        let o = n1.exec(&["nft", "list", "table", "inet", "tabby"]);
         String::from_utf8_lossy(&o.stdout).contains("masquerade")
     });
     eprintln!("nft table flushed (no netlink event): repaired in {t:?}");
@@ -704,6 +706,7 @@ fn ipv6_no_encap_two_nodes() {
     c.start_felix(pool(Never, Never, false), SLOW_RESYNC);
     let pool6 = api::IPPoolSpec {
         cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+        nat_outgoing: true,
         ..Default::default()
     };
     for (i, (n, _, pod_ip, _)) in v6.iter().enumerate() {
@@ -775,4 +778,22 @@ fn ipv6_no_encap_two_nodes() {
     );
     // IPv4 keeps working beside it.
     assert!(c.pod("n1").ping(N2.pod_ip, 1));
+
+    // NAT-outgoing for IPv6: a host outside every pool (the fabric's bridge address) sees the
+    // node's address.
+    c.fabric
+        .ip(&["addr", "add", "2001:db8:1::1/64", "dev", "br0", "nodad"]);
+    let cap = c.fabric.capture("br0", "icmp6 and host 2001:db8:1::1");
+    wait_for("pod n1 -> 2001:db8:1::1", Duration::from_secs(5), || {
+        c.pod("n1")
+            .exec(&["ping", "-6", "-c", "1", "-W", "1", "2001:db8:1::1"])
+            .status
+            .success()
+    });
+    let out = cap.finish();
+    assert!(
+        out.contains("2001:db8:1::11 > 2001:db8:1::1: ICMP6, echo request"),
+        "{out}"
+    );
+    assert!(!out.contains("2001:db8:ff::10"), "{out}");
 }
