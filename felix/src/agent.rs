@@ -15,7 +15,7 @@
 //!        ▲ queue_resync on all managers                 │ Status (watch)
 //!        │                                              ▼
 //!  resync timer (routeRefreshInterval)           tests, health endpoint
-//!  netlink multicast: link, ipv4 addr, ipv4 route (ours), neigh (permanent)
+//!  netlink multicast: link, addr, route (ours), neigh (permanent); IPv4 and IPv6
 //!        └──▶ debounce (50 ms) ──▶ resync
 //!  sysctl check timer (1 s) ──▶ sysctls only
 //! ```
@@ -298,6 +298,8 @@ pub async fn run(
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv6Route,
         MulticastGroup::Neigh,
     ])
     .map_err(Error::Socket)?;

@@ -6,6 +6,10 @@
 //! 100 kernel changes and no dump); a resync (timer, netlink event) re-reads the kernel first.
 //! A prefix that changes target is rewritten with one `RTM_NEWROUTE` + `NLM_F_REPLACE`, so there
 //! is never a moment with no route or with two routes for it.
+//!
+//! One deliberate exception to "never touch what is not ours": a route for the very prefix felix
+//! wants, in the main table with metric 0 (e.g. the pod /32 the CNI plugin adds before felix
+//! learns of the pod), is taken over by the replace, as Calico's felix does.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
