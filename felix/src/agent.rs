@@ -34,7 +34,7 @@ use rtnetlink::MulticastGroup;
 use rtnetlink::packet_core::NetlinkPayload;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::calc::{Calculator, Input, LocalNode};
 use crate::links::{LinkManager, LinkPhase};
@@ -385,7 +385,11 @@ pub async fn run(
         if resync {
             dp.queue_resync();
         }
-        let res = dp.apply(&mut calc).await;
+        let pass = status.borrow().passes + 1;
+        let res = dp
+            .apply(&mut calc)
+            .instrument(info_span!("pass", n = pass, resync))
+            .await;
         status.send_modify(|s| {
             s.passes += 1;
             s.resyncs += u64::from(resync);

@@ -66,4 +66,6 @@ pub enum Error {
     },
     #[error("nft: {0}")]
     Nft(String),
+    #[error("nft is not installed: NAT-outgoing and forward rules are not programmed")]
+    NftMissing,
 }

@@ -115,7 +115,13 @@ impl NftManager {
             self.dirty = false;
             return Ok(false);
         }
-        nft_stdin(&render(want))?;
+        if let Err(e) = nft_stdin(&render(want)) {
+            if matches!(&e, Error::NftMissing) {
+                // Not installed: say so once per desired state rather than on every pass.
+                self.dirty = false;
+            }
+            return Err(e);
+        }
         self.written = Some(list_table()?);
         self.dirty = false;
         info!(table = TABLE, "nft table written");
@@ -130,7 +136,10 @@ fn nft_stdin(script: &str) -> Result<(), Error> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NftMissing,
+            _ => Error::Nft(format!("running nft: {e}")),
+        })?;
     child
         .stdin
         .take()
