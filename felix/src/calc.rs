@@ -1112,3 +1112,157 @@ mod tests {
         assert_eq!(d.sysctls.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use api::{AffinityState, NodeBgpSpec};
+    use proptest::prelude::*;
+
+    const MODES: [EncapMode; 3] = [EncapMode::Never, EncapMode::Always, EncapMode::CrossSubnet];
+
+    /// Inputs drawn from a small universe, so that they collide and overwrite each other.
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            (0..2usize, 0..3usize, 0..3usize, any::<bool>()).prop_map(|(p, i, v, nat)| {
+                Input::PoolUpdate(
+                    format!("p{p}"),
+                    IPPoolSpec {
+                        cidr: Some(["198.18.0.0/16", "198.19.0.0/16"][p].parse().unwrap()),
+                        ipip_mode: Some(MODES[i]),
+                        vxlan_mode: Some(MODES[v]),
+                        nat_outgoing: nat,
+                        ..Default::default()
+                    },
+                )
+            }),
+            (0..2usize).prop_map(|p| Input::PoolRemove(format!("p{p}"))),
+            (0..4usize, any::<bool>()).prop_map(|(n, far)| {
+                let ip = if far {
+                    format!("198.51.100.{}/24", 10 + n)
+                } else {
+                    format!("192.0.2.{}/24", 10 + n)
+                };
+                Input::NodeUpdate(
+                    format!("n{n}"),
+                    NodeSpec {
+                        bgp: Some(NodeBgpSpec {
+                            ipv4_address: Some(ip),
+                            ipv4_ipip_tunnel_addr: Some(format!("198.18.255.{n}")),
+                            ..Default::default()
+                        }),
+                        ipv4_vxlan_tunnel_addr: Some(format!("198.18.254.{n}")),
+                        vxlan_tunnel_mac_addr: Some(format!("66:00:00:00:00:0{n}")),
+                        ..Default::default()
+                    },
+                )
+            }),
+            (0..4usize).prop_map(|n| Input::NodeRemove(format!("n{n}"))),
+            (0..8u32, 0..4usize, 0..2usize).prop_map(|(b, n, p)| Input::AffinityUpdate(
+                format!("b{b}-{p}"),
+                BlockAffinitySpec {
+                    state: AffinityState::Confirmed,
+                    node: format!("n{n}"),
+                    cidr: Some(format!("198.{}.{}.0/26", 18 + p, b).parse().unwrap()),
+                    ..Default::default()
+                },
+            )),
+            (0..8u32, 0..2usize).prop_map(|(b, p)| Input::AffinityRemove(format!("b{b}-{p}"))),
+            (0..6u32, 0..4usize, 0..8u32).prop_map(|(w, n, b)| Input::WorkloadUpdate(
+                format!("w{w}"),
+                WorkloadEndpointSpec {
+                    node: Some(format!("n{n}")),
+                    interface_name: Some(format!("cali{w}")),
+                    ip_networks: vec![format!("198.18.{b}.{}/32", 5 + w)],
+                    ..Default::default()
+                },
+            )),
+            (0..4u32, 0..4u8).prop_map(|(b, h)| Input::BgpRoute(
+                format!("198.18.{}.64/26", b).parse().unwrap(),
+                if h == 0 {
+                    vec![]
+                } else {
+                    vec![format!("192.0.2.{}", 10 + h).parse().unwrap()]
+                },
+            )),
+        ]
+    }
+
+    fn calc() -> Calculator {
+        Calculator::new(LocalNode {
+            name: "n0".into(),
+            underlay_dev: "eth0".into(),
+        })
+    }
+
+    proptest! {
+        /// The desired state depends on the inputs' final values, not on the order in which
+        /// different resources arrived.
+        #[test]
+        fn order_of_distinct_resources_does_not_matter(
+            inputs in proptest::collection::vec(input(), 1..40),
+            seed in any::<u64>(),
+        ) {
+            // Keep the last update per resource so that reordering cannot change final values.
+            let mut last: BTreeMap<String, Input> = BTreeMap::new();
+            for i in inputs {
+                let key = match &i {
+                    Input::PoolUpdate(k, _) | Input::PoolRemove(k) => format!("pool/{k}"),
+                    Input::NodeUpdate(k, _) | Input::NodeRemove(k) => format!("node/{k}"),
+                    Input::AffinityUpdate(k, _) | Input::AffinityRemove(k) => format!("aff/{k}"),
+                    Input::WorkloadUpdate(k, _) | Input::WorkloadRemove(k) => format!("wep/{k}"),
+                    Input::BgpRoute(p, _) => format!("bgp/{p}"),
+                    Input::Config(_) => "config".into(),
+                    Input::InterfaceMtu(k, _) => format!("mtu/{k}"),
+                };
+                last.insert(key, i);
+            }
+            let forward: Vec<Input> = last.values().cloned().collect();
+            let mut shuffled = forward.clone();
+            // A deterministic shuffle from the seed.
+            let mut s = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let (mut a, mut b) = (calc(), calc());
+            forward.into_iter().for_each(|i| { a.apply(i); });
+            shuffled.into_iter().for_each(|i| { b.apply(i); });
+            prop_assert_eq!(a.desired(), b.desired());
+        }
+
+        /// Whatever the inputs: routes only use devices that exist or are desired, tunnel routes
+        /// only exist with their device, and every VXLAN next hop has its neighbour entry.
+        #[test]
+        fn routes_are_consistent_with_devices(inputs in proptest::collection::vec(input(), 1..60)) {
+            let mut c = calc();
+            for i in inputs {
+                c.apply(i);
+                let d = c.desired();
+                for (dst, t) in &d.routes {
+                    match t {
+                        RouteTarget::Blackhole => {}
+                        RouteTarget::Link { dev } => prop_assert!(dev.starts_with("cali")),
+                        RouteTarget::Via { gw, dev, onlink } => {
+                            match dev.as_str() {
+                                "eth0" => prop_assert!(!onlink),
+                                "tunl0" => prop_assert!(d.devices.ipip.is_some() && *onlink),
+                                "vxlan.calico" => {
+                                    let IpAddr::V4(gw) = gw else { panic!("v6 gw") };
+                                    prop_assert!(d.devices.vxlan.is_some() && *onlink);
+                                    prop_assert!(
+                                        d.neighbours.contains_key(&(VXLAN_DEVICE.to_string(), *gw)),
+                                        "{dst} via {gw}: no neighbour entry"
+                                    );
+                                }
+                                other => prop_assert!(false, "unexpected device {other}"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
