@@ -159,6 +159,7 @@ impl Dataplane {
         self.routes.queue_resync();
         self.neigh.queue_resync();
         self.nft.queue_resync();
+        self.sysctls.queue_resync();
     }
 
     /// One pass over every table. Errors in one table do not stop the others.
@@ -369,6 +370,7 @@ pub async fn run(
             }
             _ = sleep_until(next_sysctl_check) => {
                 next_sysctl_check = Instant::now() + SYSCTL_CHECK_INTERVAL;
+                dp.sysctls.queue_resync();
                 if in_sync && let Err(e) = dp.sysctls.apply() {
                     debug!(error = %e, "sysctl check");
                 }

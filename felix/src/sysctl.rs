@@ -70,6 +70,7 @@ impl Sysctls for FakeSysctls {
 pub struct SysctlManager<S: Sysctls> {
     fs: S,
     desired: BTreeMap<String, String>,
+    dirty: bool,
 }
 
 impl<S: Sysctls> SysctlManager<S> {
@@ -77,6 +78,7 @@ impl<S: Sysctls> SysctlManager<S> {
         SysctlManager {
             fs,
             desired: BTreeMap::new(),
+            dirty: true,
         }
     }
 
@@ -85,11 +87,24 @@ impl<S: Sysctls> SysctlManager<S> {
     }
 
     pub fn set_desired(&mut self, d: &BTreeMap<String, String>) {
-        self.desired = d.clone();
+        if self.desired != *d {
+            self.desired = d.clone();
+            self.dirty = true;
+        }
+    }
+
+    /// Re-read everything on the next apply (sysctl writes raise no event: the agent polls).
+    pub fn queue_resync(&mut self) {
+        self.dirty = true;
     }
 
     /// Reads every desired sysctl and writes the ones that differ; returns how many it wrote.
+    /// A value whose interface does not exist yet is skipped; the interface's arrival is a link
+    /// event, which queues a resync.
     pub fn apply(&mut self) -> Result<usize, Error> {
+        if !self.dirty {
+            return Ok(0);
+        }
         let mut written = 0;
         let mut first_err = None;
         for (k, v) in &self.desired {
@@ -116,6 +131,7 @@ impl<S: Sysctls> SysctlManager<S> {
                 }
             }
         }
+        self.dirty = first_err.is_some();
         match first_err {
             Some(e) => Err(e),
             None => Ok(written),
@@ -141,10 +157,12 @@ mod tests {
         ]));
         assert_eq!(m.apply().unwrap(), 1);
         assert_eq!(m.apply().unwrap(), 0);
-        // Drift: someone turns proxy ARP off.
+        // Drift: someone turns proxy ARP off. Seen on the next resync.
         m.fs()
             .values
             .insert("net/ipv4/conf/cali1/proxy_arp".into(), "0\n".into());
+        assert_eq!(m.apply().unwrap(), 0, "not dirty: nothing read");
+        m.queue_resync();
         assert_eq!(m.apply().unwrap(), 1);
         assert_eq!(m.fs().values["net/ipv4/conf/cali1/proxy_arp"], "1");
         assert_eq!(m.fs().writes, 2);
