@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::model::{
     DEFAULT_UNDERLAY_MTU, Desired, Devices, IPIP_DEVICE, IPIP_OVERHEAD, IpipDevice, Mac, NatRules,
-    RouteTarget, VXLAN_DEVICE, VXLAN_OVERHEAD, VxlanDevice,
+    RouteTarget, VXLAN_DEVICE, VXLAN_OVERHEAD, VXLAN6_DEVICE, VXLAN6_OVERHEAD, VxlanDevice,
 };
 use crate::mtu::{DEFAULT_MTU_IFACE_PATTERN, Pattern};
 
@@ -189,14 +189,15 @@ impl Calculator {
             d.devices.vxlan = Some(VxlanDevice {
                 vni: self.config.vxlan_vni(),
                 port: self.config.vxlan_port(),
-                local: local.addr(),
+                local: local.addr().into(),
                 parent: self.local.underlay_dev.clone(),
                 mac: my_spec
                     .and_then(|s| s.vxlan_tunnel_mac_addr.as_deref())
                     .and_then(|m| m.parse().ok()),
                 address: my_spec
                     .and_then(|s| s.ipv4_vxlan_tunnel_addr.as_deref())
-                    .and_then(parse_v4),
+                    .and_then(parse_v4)
+                    .map(IpAddr::V4),
                 mtu: vxlan_mtu,
             });
         }
@@ -241,7 +242,7 @@ impl Calculator {
                     d.routes
                         .insert(addr.into(), RouteTarget::Link { dev: dev.clone() });
                     if let Some(mac) = w.mac.as_deref().and_then(|m| m.parse().ok()) {
-                        d.neighbours.insert((dev.clone(), addr.addr()), mac);
+                        d.neighbours.insert((dev.clone(), addr.addr().into()), mac);
                     }
                     for (k, v) in [
                         (format!("net/ipv4/conf/{dev}/proxy_arp"), "1"),
@@ -299,8 +300,9 @@ impl Calculator {
                     vtep: Some((vip, vmac)),
                 }) = self.node_info(name)
                 {
-                    d.neighbours.insert((VXLAN_DEVICE.to_string(), vip), vmac);
-                    d.fdb.insert(vmac, ip);
+                    d.neighbours
+                        .insert((VXLAN_DEVICE.to_string(), vip.into()), vmac);
+                    d.fdb.insert((VXLAN_DEVICE.to_string(), vmac), ip.into());
                 }
             }
         }
@@ -353,17 +355,76 @@ impl Calculator {
             a.split('/').next()?.parse().ok()
         };
         let my6 = node6(me);
+        let my6_net: Option<Ipv6Net> = self
+            .nodes
+            .get(me)
+            .and_then(|n| n.bgp.as_ref()?.ipv6_address.as_deref()?.parse().ok());
+        // (VTEP address, VTEP MAC) of a node, from `ipv6VXLANTunnelAddr` / `vxlanTunnelMACAddrV6`.
+        let vtep6 = |name: &str| -> Option<(Ipv6Addr, Mac)> {
+            let n = self.nodes.get(name)?;
+            Some((
+                n.ipv6_vxlan_tunnel_addr.as_deref()?.parse().ok()?,
+                n.vxlan_tunnel_mac_addr_v6.as_deref()?.parse().ok()?,
+            ))
+        };
+        if let (true, Some(local)) = (pools.iter().any(|(_, p)| p.vxlan_mode().enabled()), my6) {
+            let my_spec = self.nodes.get(me);
+            d.devices.vxlan6 = Some(VxlanDevice {
+                vni: self.config.vxlan_vni(),
+                port: self.config.vxlan_port(),
+                local: local.into(),
+                parent: self.local.underlay_dev.clone(),
+                mac: my_spec
+                    .and_then(|s| s.vxlan_tunnel_mac_addr_v6.as_deref())
+                    .and_then(|m| m.parse().ok()),
+                address: my_spec
+                    .and_then(|s| s.ipv6_vxlan_tunnel_addr.as_deref())
+                    .and_then(|a| a.parse::<Ipv6Addr>().ok())
+                    .map(IpAddr::V6),
+                mtu: configured(self.config.vxlan_mtu_v6)
+                    .unwrap_or(self.underlay_mtu() - VXLAN6_OVERHEAD),
+            });
+            d.pod_mtu = d.pod_mtu.min(d.devices.vxlan6.as_ref().expect("set").mtu);
+        }
+        let vxlan6_up = d.devices.vxlan6.is_some();
+        // Calico: IPv6 traffic is encapsulated with VXLAN (Always, or CrossSubnet when the node
+        // is outside our IPv6 prefix) or not at all; there is no IPv6 IP-in-IP.
         let remote = |prefix: Ipv6Net, node: &str| -> Option<RouteTarget> {
             let (_, pool) = pools.iter().find(|(c, _)| c.contains(&prefix))?;
-            if pool.vxlan_mode().enabled() || pool.ipip_mode().enabled() {
+            let node_ip = node6(node)?;
+            let encap = match pool.vxlan_mode() {
+                EncapMode::Never => false,
+                EncapMode::Always => true,
+                EncapMode::CrossSubnet => !my6_net.is_some_and(|m| m.contains(&node_ip)),
+            };
+            if encap {
+                if !vxlan6_up {
+                    return None;
+                }
+                return Some(RouteTarget::Via {
+                    gw: vtep6(node)?.0.into(),
+                    dev: VXLAN6_DEVICE.to_string(),
+                    onlink: true,
+                });
+            }
+            if pool.ipip_mode().enabled() && !pool.vxlan_mode().enabled() {
                 return None;
             }
             Some(RouteTarget::Via {
-                gw: node6(node)?.into(),
+                gw: node_ip.into(),
                 dev: self.local.underlay_dev.clone(),
                 onlink: false,
             })
         };
+        if vxlan6_up {
+            for name in self.nodes.keys().filter(|n| *n != me) {
+                if let (Some(ip), Some((vip, vmac))) = (node6(name), vtep6(name)) {
+                    d.neighbours
+                        .insert((VXLAN6_DEVICE.to_string(), vip.into()), vmac);
+                    d.fdb.insert((VXLAN6_DEVICE.to_string(), vmac), ip.into());
+                }
+            }
+        }
         let mut block_owner: Vec<(Ipv6Net, &str)> = Vec::new();
         for a in self.affinities.values().filter(|a| !a.deleted) {
             let Some(IpNet::V6(block)) = a.cidr else {
@@ -692,7 +753,7 @@ mod tests {
         );
         let v = d.devices.vxlan.clone().unwrap();
         assert_eq!((v.vni, v.port, v.mtu), (4096, 4789, 1450));
-        assert_eq!(v.local, "192.0.2.11".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(v.local, "192.0.2.11".parse::<IpAddr>().unwrap());
         assert_eq!(v.parent, "eth0");
         assert_eq!(v.mac, Some("66:00:00:00:00:01".parse().unwrap()));
         assert_eq!(v.address, Some("198.18.0.2".parse().unwrap()));
@@ -701,7 +762,10 @@ mod tests {
             d.neighbours[&("vxlan.calico".to_string(), "198.18.0.66".parse().unwrap())],
             mac2
         );
-        assert_eq!(d.fdb[&mac2], "192.0.2.12".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            d.fdb[&("vxlan.calico".to_string(), mac2)],
+            "192.0.2.12".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(
             d.fdb.len(),
             2,
@@ -1082,7 +1146,8 @@ mod tests {
             "via 192.0.2.12 dev tunl0 onlink"
         );
         assert_eq!((d.nat.all_pools.len(), d.nat.all_pools6.len()), (1, 1));
-        // IPv6 encapsulation is not implemented: no remote route rather than a wrong one.
+        // VXLAN for IPv6 needs the remote node's IPv6 VTEP: without one, no remote route rather
+        // than a wrong one.
         c.apply(Input::PoolUpdate(
             "v6".into(),
             IPPoolSpec {
@@ -1094,6 +1159,95 @@ mod tests {
         let d = c.desired();
         assert_eq!(route(&d, "2001:db8:ff::40/122"), "none");
         assert_eq!(route(&d, "2001:db8:ff::/122"), "blackhole");
+    }
+
+    #[test]
+    fn ipv6_vxlan_always_and_cross_subnet() {
+        let mut c = cluster(EncapMode::Never, EncapMode::Never);
+        let v6node = |v4: &str, v6: &str, vtep: &str, mac: &str| {
+            let mut n = node(v4, None, None);
+            n.bgp.as_mut().unwrap().ipv6_address = Some(v6.into());
+            n.ipv6_vxlan_tunnel_addr = Some(vtep.into());
+            n.vxlan_tunnel_mac_addr_v6 = Some(mac.into());
+            n
+        };
+        c.apply(Input::NodeUpdate(
+            "n1".into(),
+            v6node(
+                "192.0.2.11/24",
+                "2001:db8:1::11/64",
+                "2001:db8:ff::1",
+                "66:00:00:00:06:01",
+            ),
+        ));
+        c.apply(Input::NodeUpdate(
+            "n2".into(),
+            v6node(
+                "192.0.2.12/24",
+                "2001:db8:1::12/64",
+                "2001:db8:ff::41",
+                "66:00:00:00:06:02",
+            ),
+        ));
+        c.apply(Input::NodeUpdate(
+            "n3".into(),
+            v6node(
+                "198.51.100.13/24",
+                "2001:db8:2::13/64",
+                "2001:db8:ff::81",
+                "66:00:00:00:06:03",
+            ),
+        ));
+        let v6pool = |mode| IPPoolSpec {
+            cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+            vxlan_mode: Some(mode),
+            ..Default::default()
+        };
+        c.apply(Input::PoolUpdate("v6".into(), v6pool(EncapMode::Always)));
+        c.apply(affinity("n2", "2001:db8:ff::40/122"));
+        c.apply(affinity("n3", "2001:db8:ff::80/122"));
+        let d = c.desired();
+        assert_eq!(
+            route(&d, "2001:db8:ff::40/122"),
+            "via 2001:db8:ff::41 dev vxlan-v6.calico onlink"
+        );
+        let v = d.devices.vxlan6.clone().unwrap();
+        assert_eq!(v.local, "2001:db8:1::11".parse::<IpAddr>().unwrap());
+        assert_eq!(v.address, Some("2001:db8:ff::1".parse().unwrap()));
+        assert_eq!((v.mtu, d.pod_mtu), (1430, 1430));
+        assert!(
+            d.devices.vxlan.is_none(),
+            "the IPv4 pool does not use VXLAN"
+        );
+        let mac: Mac = "66:00:00:00:06:02".parse().unwrap();
+        assert_eq!(
+            d.neighbours[&(
+                "vxlan-v6.calico".to_string(),
+                "2001:db8:ff::41".parse().unwrap()
+            )],
+            mac
+        );
+        assert_eq!(
+            d.fdb[&("vxlan-v6.calico".to_string(), mac)],
+            "2001:db8:1::12".parse::<IpAddr>().unwrap()
+        );
+        c.apply(Input::PoolUpdate(
+            "v6".into(),
+            v6pool(EncapMode::CrossSubnet),
+        ));
+        let d = c.desired();
+        assert_eq!(
+            route(&d, "2001:db8:ff::40/122"),
+            "via 2001:db8:1::12 dev eth0"
+        );
+        assert_eq!(
+            route(&d, "2001:db8:ff::80/122"),
+            "via 2001:db8:ff::81 dev vxlan-v6.calico onlink"
+        );
+        c.apply(Input::PoolUpdate("v6".into(), v6pool(EncapMode::Never)));
+        let d = c.desired();
+        assert!(d.devices.vxlan6.is_none());
+        assert!(d.fdb.is_empty());
     }
 
     #[test]
@@ -1253,7 +1407,7 @@ mod properties {
                                     let IpAddr::V4(gw) = gw else { panic!("v6 gw") };
                                     prop_assert!(d.devices.vxlan.is_some() && *onlink);
                                     prop_assert!(
-                                        d.neighbours.contains_key(&(VXLAN_DEVICE.to_string(), *gw)),
+                                        d.neighbours.contains_key(&(VXLAN_DEVICE.to_string(), IpAddr::V4(*gw))),
                                         "{dst} via {gw}: no neighbour entry"
                                     );
                                 }

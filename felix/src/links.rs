@@ -6,7 +6,7 @@
 //! up state are set in place.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -16,7 +16,9 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use tracing::{info, warn};
 
 use crate::Error;
-use crate::model::{Devices, IPIP_DEVICE, IpipDevice, Mac, VXLAN_DEVICE, VxlanDevice};
+use crate::model::{
+    Devices, IPIP_DEVICE, IpipDevice, Mac, VXLAN_DEVICE, VXLAN6_DEVICE, VxlanDevice,
+};
 use crate::netlink::{ACKED, CREATE, Netlink, link_mtu, link_name};
 
 pub struct LinkManager {
@@ -117,30 +119,39 @@ impl LinkManager {
         if phase == LinkPhase::Ensure {
             self.ensure_failed = false;
         }
-        let vx = self.vxlan(links, phase).await;
+        let vx = self
+            .vxlan(links, phase, VXLAN_DEVICE, self.desired.vxlan.as_ref())
+            .await;
+        let vx6 = self
+            .vxlan(links, phase, VXLAN6_DEVICE, self.desired.vxlan6.as_ref())
+            .await;
         let ip = self.ipip(links, phase).await;
-        match (vx, ip) {
-            (Ok(a), Ok(b)) => {
+        match (vx, vx6, ip) {
+            (Ok(a), Ok(b), Ok(c)) => {
                 if phase == LinkPhase::Remove && !self.ensure_failed {
                     self.dirty = false;
                 }
-                Ok(a || b)
+                Ok(a || b || c)
             }
-            (Err(e), _) | (_, Err(e)) => {
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 self.ensure_failed = true;
                 Err(e)
             }
         }
     }
 
-    async fn vxlan(&self, links: &[LinkMessage], phase: LinkPhase) -> Result<bool, Error> {
-        let cur = find(links, VXLAN_DEVICE);
-        let Some(want) = &self.desired.vxlan else {
+    /// `vxlan.calico` or `vxlan-v6.calico`.
+    async fn vxlan(
+        &self,
+        links: &[LinkMessage],
+        phase: LinkPhase,
+        name: &str,
+        want: Option<&VxlanDevice>,
+    ) -> Result<bool, Error> {
+        let cur = find(links, name);
+        let Some(want) = want else {
             if let (Some(l), LinkPhase::Remove) = (cur, phase) {
-                info!(
-                    device = VXLAN_DEVICE,
-                    "no pool uses VXLAN: removing the device"
-                );
+                info!(device = name, "no pool uses it: removing the device");
                 self.delete(l.index()).await?;
                 return Ok(true);
             }
@@ -151,7 +162,7 @@ impl LinkManager {
         }
         let parent = find(links, &want.parent).ok_or_else(|| {
             Error::Netlink(format!(
-                "creating {VXLAN_DEVICE}: parent device {} not found",
+                "creating {name}: parent device {} not found",
                 want.parent
             ))
         })?;
@@ -160,10 +171,7 @@ impl LinkManager {
             .is_some_and(|l| vxlan_matches(l, want, parent.index()));
         let mut changed = false;
         if let (Some(l), false) = (&cur, matches) {
-            info!(
-                device = VXLAN_DEVICE,
-                "settings differ: recreating the device"
-            );
+            info!(device = name, "settings differ: recreating the device");
             self.delete(l.index()).await?;
         }
         let index = if matches {
@@ -184,18 +192,22 @@ impl LinkManager {
             l.index()
         } else {
             changed = true;
-            self.create_vxlan(want, parent.index()).await?
+            self.create_vxlan(name, want, parent.index()).await?
         };
         self.addresses(index, want.address).await?;
         Ok(changed)
     }
 
-    async fn create_vxlan(&self, want: &VxlanDevice, parent: u32) -> Result<u32, Error> {
+    async fn create_vxlan(
+        &self,
+        name: &str,
+        want: &VxlanDevice,
+        parent: u32,
+    ) -> Result<u32, Error> {
         let mut m = LinkMessage::default();
         m.header.flags = LinkFlags::Up;
         m.header.change_mask = LinkFlags::Up;
-        m.attributes
-            .push(LinkAttribute::IfName(VXLAN_DEVICE.into()));
+        m.attributes.push(LinkAttribute::IfName(name.into()));
         m.attributes.push(LinkAttribute::Mtu(want.mtu));
         if let Some(mac) = want.mac {
             m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
@@ -204,7 +216,10 @@ impl LinkManager {
             LinkInfo::Kind(InfoKind::Vxlan),
             LinkInfo::Data(InfoData::Vxlan(vec![
                 InfoVxlan::Id(want.vni),
-                InfoVxlan::Local(want.local),
+                match want.local {
+                    IpAddr::V4(a) => InfoVxlan::Local(a),
+                    IpAddr::V6(a) => InfoVxlan::Local6(a),
+                },
                 InfoVxlan::Link(parent),
                 InfoVxlan::Port(want.port),
                 InfoVxlan::Learning(false),
@@ -213,12 +228,12 @@ impl LinkManager {
         self.nl
             .request(RouteNetlinkMessage::NewLink(m), CREATE)
             .await
-            .map_err(|e| Error::Netlink(format!("creating {VXLAN_DEVICE}: {e}")))?;
-        info!(device = VXLAN_DEVICE, vni = want.vni, "created");
+            .map_err(|e| Error::Netlink(format!("creating {name}: {e}")))?;
+        info!(device = name, vni = want.vni, "created");
         let links = self.nl.links().await?;
-        find(&links, VXLAN_DEVICE)
+        find(&links, name)
             .map(|l| l.index())
-            .ok_or_else(|| Error::Netlink(format!("{VXLAN_DEVICE} vanished after creation")))
+            .ok_or_else(|| Error::Netlink(format!("{name} vanished after creation")))
     }
 
     async fn ipip(&self, links: &[LinkMessage], phase: LinkPhase) -> Result<bool, Error> {
@@ -254,7 +269,7 @@ impl LinkManager {
                     .map(|l| l.index())
                     .ok_or_else(|| Error::Netlink(format!("{IPIP_DEVICE} missing")))?;
                 self.set(index, vec![LinkAttribute::Mtu(want.mtu)]).await?;
-                self.addresses(index, want.address).await?;
+                self.addresses(index, want.address.map(IpAddr::V4)).await?;
                 return Ok(changed);
             }
         };
@@ -263,7 +278,9 @@ impl LinkManager {
                 .await?;
             changed = true;
         }
-        changed |= self.addresses(l.index(), want.address).await?;
+        changed |= self
+            .addresses(l.index(), want.address.map(IpAddr::V4))
+            .await?;
         Ok(changed)
     }
 
@@ -320,30 +337,47 @@ impl LinkManager {
             .map(|_| ())
     }
 
-    async fn current_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
-        let mut req = AddressMessage::default();
-        req.header.family = AddressFamily::Inet;
-        let msgs = self.nl.dump(RouteNetlinkMessage::GetAddress(req)).await?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    a.attributes.iter().find_map(|at| match at {
-                        AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, a.header.prefix_len)),
-                        _ => None,
-                    })
+    /// The device's addresses of both families, link-local IPv6 excluded (the kernel's own).
+    async fn current_addresses(&self, index: u32) -> Result<Vec<(IpAddr, u8)>, Error> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut req = AddressMessage::default();
+            req.header.family = family;
+            let msgs = self.nl.dump(RouteNetlinkMessage::GetAddress(req)).await?;
+            for m in msgs {
+                let RouteNetlinkMessage::NewAddress(a) = m else {
+                    continue;
+                };
+                if a.header.index != index {
+                    continue;
                 }
-                _ => None,
-            })
-            .collect())
+                let ip = a.attributes.iter().find_map(|at| match at {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    AddressAttribute::Address(ip @ IpAddr::V6(_)) => Some(*ip),
+                    _ => None,
+                });
+                match ip {
+                    Some(IpAddr::V6(v6)) if v6.segments()[0] & 0xffc0 == 0xfe80 => {}
+                    Some(ip) if ip.is_ipv4() == (family == AddressFamily::Inet) => {
+                        out.push((ip, a.header.prefix_len))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
-    /// Makes `index` carry exactly `want`/32 (or no IPv4 address at all).
-    async fn addresses(&self, index: u32, want: Option<Ipv4Addr>) -> Result<bool, Error> {
+    /// Makes `index` carry exactly `want` as a host address (/32 or /128), or no address at all
+    /// (link-local IPv6 aside).
+    async fn addresses(&self, index: u32, want: Option<IpAddr>) -> Result<bool, Error> {
+        let host_len = |ip: &IpAddr| if ip.is_ipv4() { 32 } else { 128 };
         let have = self.current_addresses(index).await?;
         let mut changed = false;
         for (ip, len) in &have {
-            if Some(*ip) != want || *len != 32 {
+            if Some(*ip) != want || *len != host_len(ip) {
                 self.nl
                     .request(
                         RouteNetlinkMessage::DelAddress(addr_message(index, *ip, *len)),
@@ -354,11 +388,11 @@ impl LinkManager {
             }
         }
         if let Some(ip) = want
-            && !have.contains(&(ip, 32))
+            && !have.contains(&(ip, host_len(&ip)))
         {
             self.nl
                 .request(
-                    RouteNetlinkMessage::NewAddress(addr_message(index, ip, 32)),
+                    RouteNetlinkMessage::NewAddress(addr_message(index, ip, host_len(&ip))),
                     CREATE,
                 )
                 .await?;
@@ -372,13 +406,19 @@ impl LinkManager {
     }
 }
 
-fn addr_message(index: u32, ip: Ipv4Addr, len: u8) -> AddressMessage {
+fn addr_message(index: u32, ip: IpAddr, len: u8) -> AddressMessage {
     let mut m = AddressMessage::default();
-    m.header.family = AddressFamily::Inet;
+    m.header.family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     m.header.prefix_len = len;
     m.header.index = index;
-    m.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-    m.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+    if ip.is_ipv4() {
+        m.attributes.push(AddressAttribute::Local(ip));
+    }
+    m.attributes.push(AddressAttribute::Address(ip));
     m
 }
 
@@ -395,7 +435,8 @@ fn vxlan_matches(l: &Link<'_>, want: &VxlanDevice, parent: u32) -> bool {
         match a {
             InfoVxlan::Id(v) => vni = Some(*v),
             InfoVxlan::Port(p) => port = Some(*p),
-            InfoVxlan::Local(ip) => local = Some(*ip),
+            InfoVxlan::Local(ip) => local = Some(IpAddr::V4(*ip)),
+            InfoVxlan::Local6(ip) => local = Some(IpAddr::V6(*ip)),
             InfoVxlan::Link(i) => link = Some(*i),
             InfoVxlan::Learning(b) => learning = Some(*b),
             _ => {}
@@ -413,7 +454,7 @@ fn vxlan_matches(l: &Link<'_>, want: &VxlanDevice, parent: u32) -> bool {
             ?local,
             ?link,
             ?learning,
-            "{VXLAN_DEVICE} differs from the desired settings"
+            "a VXLAN device differs from the desired settings"
         );
     }
     ok

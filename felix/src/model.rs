@@ -12,6 +12,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub const IPIP_DEVICE: &str = "tunl0";
 /// Calico: the VXLAN device is `vxlan.calico`.
 pub const VXLAN_DEVICE: &str = "vxlan.calico";
+/// Calico: the IPv6 VXLAN device is `vxlan-v6.calico`.
+pub const VXLAN6_DEVICE: &str = "vxlan-v6.calico";
+/// Calico: VXLAN over IPv6 adds 70 bytes (outer IPv6 40 + UDP 8 + VXLAN 8 + Ethernet 14).
+pub const VXLAN6_OVERHEAD: u32 = 70;
 /// Calico: host-side workload veths are named `cali…`.
 pub const WORKLOAD_PREFIX: &str = "cali";
 /// Calico: IP-in-IP adds an outer IPv4 header (20 bytes).
@@ -109,13 +113,13 @@ pub struct VxlanDevice {
     pub vni: u32,
     pub port: u16,
     /// This node's underlay address: the outer source of encapsulated packets.
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     /// The underlay interface the tunnel is bound to.
     pub parent: String,
     /// This node's VTEP MAC (Node `vxlanTunnelMACAddr`); the kernel picks one when absent.
     pub mac: Option<Mac>,
-    /// This node's VTEP address (a /32 on vxlan.calico), from IPAM.
-    pub address: Option<Ipv4Addr>,
+    /// This node's VTEP address (a /32 on vxlan.calico, a /128 on vxlan-v6.calico), from IPAM.
+    pub address: Option<IpAddr>,
     pub mtu: u32,
 }
 
@@ -124,6 +128,8 @@ pub struct VxlanDevice {
 pub struct Devices {
     pub ipip: Option<IpipDevice>,
     pub vxlan: Option<VxlanDevice>,
+    /// `vxlan-v6.calico` while any IPv6 pool uses VXLAN.
+    pub vxlan6: Option<VxlanDevice>,
 }
 
 /// NAT-outgoing and forward rules, rendered into our own nft table by the nft manager.
@@ -146,10 +152,12 @@ pub struct Desired {
     /// Routes in the main table (IPv4 and IPv6), all carrying [`crate::PROTO_TABBY`].
     pub routes: BTreeMap<IpNet, RouteTarget>,
     pub devices: Devices,
-    /// Permanent neighbour entries: (device, IP) → MAC. VTEPs on vxlan.calico, pods on cali*.
-    pub neighbours: BTreeMap<(String, Ipv4Addr), Mac>,
-    /// Permanent FDB entries on vxlan.calico: VTEP MAC → the remote node's underlay address.
-    pub fdb: BTreeMap<Mac, Ipv4Addr>,
+    /// Permanent neighbour entries: (device, IP) → MAC. VTEPs on the VXLAN devices, pods on
+    /// cali*.
+    pub neighbours: BTreeMap<(String, IpAddr), Mac>,
+    /// Permanent FDB entries on a VXLAN device: (device, VTEP MAC) → the remote node's underlay
+    /// address.
+    pub fdb: BTreeMap<(String, Mac), IpAddr>,
     /// sysctl path under /proc/sys (with `/` separators) → value.
     pub sysctls: BTreeMap<String, String>,
     pub nat: NatRules,
@@ -168,19 +176,23 @@ impl Desired {
             let addr = i.address.map(|a| a.to_string()).unwrap_or("-".into());
             out.push_str(&format!("device {IPIP_DEVICE} addr {addr} mtu {}\n", i.mtu));
         }
-        if let Some(v) = &self.devices.vxlan {
+        for (name, v) in [
+            (VXLAN_DEVICE, &self.devices.vxlan),
+            (VXLAN6_DEVICE, &self.devices.vxlan6),
+        ] {
+            let Some(v) = v else { continue };
             let addr = v.address.map(|a| a.to_string()).unwrap_or("-".into());
             let mac = v.mac.map(|m| m.to_string()).unwrap_or("-".into());
             out.push_str(&format!(
-                "device {VXLAN_DEVICE} vni {} port {} local {} dev {} mac {mac} addr {addr} mtu {}\n",
+                "device {name} vni {} port {} local {} dev {} mac {mac} addr {addr} mtu {}\n",
                 v.vni, v.port, v.local, v.parent, v.mtu
             ));
         }
         for ((dev, ip), mac) in &self.neighbours {
             out.push_str(&format!("neigh {ip} lladdr {mac} dev {dev}\n"));
         }
-        for (mac, ip) in &self.fdb {
-            out.push_str(&format!("fdb {mac} dst {ip}\n"));
+        for ((dev, mac), ip) in &self.fdb {
+            out.push_str(&format!("fdb {mac} dev {dev} dst {ip}\n"));
         }
         for (k, v) in &self.sysctls {
             out.push_str(&format!("sysctl {k}={v}\n"));

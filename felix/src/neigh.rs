@@ -4,7 +4,7 @@
 //! learned entries and every other device are left alone.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -14,15 +14,15 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use tracing::warn;
 
 use crate::Error;
-use crate::model::{Mac, VXLAN_DEVICE, WORKLOAD_PREFIX};
+use crate::model::{Mac, VXLAN_DEVICE, VXLAN6_DEVICE, WORKLOAD_PREFIX};
 use crate::netlink::{ACKED, Netlink, REPLACE};
 
-type NeighKey = (u32, Ipv4Addr);
+type NeighKey = (u32, IpAddr);
 
 pub struct NeighManager {
     nl: Netlink,
-    neighbours: BTreeMap<(String, Ipv4Addr), Mac>,
-    fdb: BTreeMap<Mac, Ipv4Addr>,
+    neighbours: BTreeMap<(String, IpAddr), Mac>,
+    fdb: BTreeMap<(String, Mac), IpAddr>,
     ifindex: BTreeMap<String, u32>,
     dirty: bool,
 }
@@ -49,8 +49,8 @@ impl NeighManager {
 
     pub fn set_desired(
         &mut self,
-        neighbours: &BTreeMap<(String, Ipv4Addr), Mac>,
-        fdb: &BTreeMap<Mac, Ipv4Addr>,
+        neighbours: &BTreeMap<(String, IpAddr), Mac>,
+        fdb: &BTreeMap<(String, Mac), IpAddr>,
     ) {
         if self.neighbours != *neighbours || self.fdb != *fdb {
             self.neighbours = neighbours.clone();
@@ -75,9 +75,10 @@ impl NeighManager {
     }
 
     fn ours(&self, index: u32) -> bool {
-        self.ifindex
-            .iter()
-            .any(|(n, i)| *i == index && (n == VXLAN_DEVICE || n.starts_with(WORKLOAD_PREFIX)))
+        self.ifindex.iter().any(|(n, i)| {
+            *i == index
+                && (n == VXLAN_DEVICE || n == VXLAN6_DEVICE || n.starts_with(WORKLOAD_PREFIX))
+        })
     }
 
     pub async fn apply(&mut self) -> Result<NeighStats, Error> {
@@ -95,26 +96,41 @@ impl NeighManager {
                 None => missing_device = true,
             }
         }
-        let vx = self.ifindex.get(VXLAN_DEVICE).copied();
-
-        let mut actual: BTreeMap<NeighKey, Mac> = BTreeMap::new();
-        let mut fdb_actual: BTreeMap<Mac, Ipv4Addr> = BTreeMap::new();
-        for m in self.dump(AddressFamily::Inet).await? {
-            if m.header.state == NeighbourState::Permanent
-                && self.ours(m.header.ifindex)
-                && let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m))
-            {
-                actual.insert((m.header.ifindex, ip), mac);
+        // FDB entries by (device index, MAC).
+        let mut fdb_want: BTreeMap<(u32, Mac), IpAddr> = BTreeMap::new();
+        for ((dev, mac), ip) in &self.fdb {
+            match self.ifindex.get(dev) {
+                Some(i) => {
+                    fdb_want.insert((*i, *mac), *ip);
+                }
+                None => missing_device = true,
             }
         }
-        if let Some(vx) = vx {
+        let vteps: Vec<u32> = [VXLAN_DEVICE, VXLAN6_DEVICE]
+            .iter()
+            .filter_map(|d| self.ifindex.get(*d).copied())
+            .collect();
+
+        let mut actual: BTreeMap<NeighKey, Mac> = BTreeMap::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            for m in self.dump(family).await? {
+                if m.header.state == NeighbourState::Permanent
+                    && self.ours(m.header.ifindex)
+                    && let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m))
+                {
+                    actual.insert((m.header.ifindex, ip), mac);
+                }
+            }
+        }
+        let mut fdb_actual: BTreeMap<(u32, Mac), IpAddr> = BTreeMap::new();
+        if !vteps.is_empty() {
             for m in self.dump(AddressFamily::Bridge).await? {
-                if m.header.ifindex == vx
+                if vteps.contains(&m.header.ifindex)
                     && m.header.state == NeighbourState::Permanent
                     && let (Some(ip), Some(mac)) = (dst(&m), lladdr(&m))
                     && mac != Mac([0; 6])
                 {
-                    fdb_actual.insert(mac, ip);
+                    fdb_actual.insert((m.header.ifindex, mac), ip);
                 }
             }
         }
@@ -138,32 +154,28 @@ impl NeighManager {
                 stats.neigh_deleted += 1;
             }
         }
-        if let Some(vx) = vx {
-            for (mac, ip) in &self.fdb {
-                if fdb_actual.get(mac) != Some(ip) {
-                    if fdb_actual.contains_key(mac) {
-                        // An FDB entry's destination is part of its key: drop the old one.
-                        let old = fdb_msg(vx, *mac, fdb_actual[mac]);
-                        reqs.push((RouteNetlinkMessage::DelNeighbour(old), ACKED));
-                    }
-                    reqs.push((
-                        RouteNetlinkMessage::NewNeighbour(fdb_msg(vx, *mac, *ip)),
-                        REPLACE,
-                    ));
-                    stats.fdb_set += 1;
+        for (k @ (index, mac), ip) in &fdb_want {
+            if fdb_actual.get(k) != Some(ip) {
+                if let Some(old) = fdb_actual.get(k) {
+                    // An FDB entry's destination is part of its key: drop the old one.
+                    let old = fdb_msg(*index, *mac, *old);
+                    reqs.push((RouteNetlinkMessage::DelNeighbour(old), ACKED));
                 }
+                reqs.push((
+                    RouteNetlinkMessage::NewNeighbour(fdb_msg(*index, *mac, *ip)),
+                    REPLACE,
+                ));
+                stats.fdb_set += 1;
             }
-            for (mac, ip) in &fdb_actual {
-                if !self.fdb.contains_key(mac) {
-                    reqs.push((
-                        RouteNetlinkMessage::DelNeighbour(fdb_msg(vx, *mac, *ip)),
-                        ACKED,
-                    ));
-                    stats.fdb_deleted += 1;
-                }
+        }
+        for (k @ (index, mac), ip) in &fdb_actual {
+            if !fdb_want.contains_key(k) {
+                reqs.push((
+                    RouteNetlinkMessage::DelNeighbour(fdb_msg(*index, *mac, *ip)),
+                    ACKED,
+                ));
+                stats.fdb_deleted += 1;
             }
-        } else if !self.fdb.is_empty() {
-            missing_device = true;
         }
         let failures = self.nl.bulk(reqs).await;
         for (_, e) in &failures {
@@ -189,14 +201,17 @@ impl NeighManager {
     }
 }
 
-fn dst(m: &NeighbourMessage) -> Option<Ipv4Addr> {
+fn dst(m: &NeighbourMessage) -> Option<IpAddr> {
     m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        // FDB entries (family AF_BRIDGE) carry an IPv4 NDA_DST that netlink-packet-route leaves
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        // FDB entries (family AF_BRIDGE) carry an NDA_DST that netlink-packet-route leaves
         // undecoded.
-        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        }
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => match b.len() {
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(b.as_slice()).ok()?)),
+            16 => Some(IpAddr::from(<[u8; 16]>::try_from(b.as_slice()).ok()?)),
+            _ => None,
+        },
         _ => None,
     })
 }
@@ -211,21 +226,32 @@ fn lladdr(m: &NeighbourMessage) -> Option<Mac> {
 }
 
 /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
-fn neigh_msg(index: u32, ip: Ipv4Addr, mac: Mac) -> NeighbourMessage {
+fn neigh_msg(index: u32, ip: IpAddr, mac: Mac) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Inet;
+    m.header.family = if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.header.kind = RouteType::Unicast;
     m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        .push(NeighbourAttribute::Destination(neigh_addr(ip)));
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     m
 }
 
+fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }
+}
+
 /// `bridge fdb replace MAC dev vxlan.calico dst IP self permanent`
-fn fdb_msg(index: u32, mac: Mac, ip: Ipv4Addr) -> NeighbourMessage {
+fn fdb_msg(index: u32, mac: Mac, ip: IpAddr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = index;
@@ -234,7 +260,7 @@ fn fdb_msg(index: u32, mac: Mac, ip: Ipv4Addr) -> NeighbourMessage {
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        .push(NeighbourAttribute::Destination(neigh_addr(ip)));
     m
 }
 
