@@ -653,12 +653,10 @@ fn batched_route_writes_report_each_failure() {
     assert_eq!(listed, 297);
 }
 
-#[test]
-fn ipv6_no_encap_two_nodes() {
-    if !can_run() {
-        return;
-    }
-    let mut c = Cluster::new("v6", &[&N1, &N2]);
+/// Two nodes with IPv6 underlay addresses (2001:db8:1::11, ::12) and a dual-stack pod each,
+/// felix fed an IPv6 pool as well as the IPv4 one.
+fn v6_cluster(tag: &str, pool6: api::IPPoolSpec) -> Cluster {
+    let mut c = Cluster::new(tag, &[&N1, &N2]);
     let v6 = [
         (
             "n1",
@@ -704,11 +702,6 @@ fn ipv6_no_encap_two_nodes() {
         ]);
     }
     c.start_felix(pool(Never, Never, false), SLOW_RESYNC);
-    let pool6 = api::IPPoolSpec {
-        cidr: Some("2001:db8:ff::/48".parse().unwrap()),
-        nat_outgoing: true,
-        ..Default::default()
-    };
     for (i, (n, _, pod_ip, _)) in v6.iter().enumerate() {
         let f = &c.felix[i];
         f.send(Input::PoolUpdate("v6".into(), pool6.clone()));
@@ -722,6 +715,22 @@ fn ipv6_no_encap_two_nodes() {
                         ipv6_address: Some(format!("{node_ip}/64")),
                         ..Default::default()
                     }),
+                    ipv6_vxlan_tunnel_addr: Some(
+                        if m == "n1" {
+                            "2001:db8:ff::1"
+                        } else {
+                            "2001:db8:ff::41"
+                        }
+                        .into(),
+                    ),
+                    vxlan_tunnel_mac_addr_v6: Some(
+                        if m == "n1" {
+                            "66:00:00:00:06:01"
+                        } else {
+                            "66:00:00:00:06:02"
+                        }
+                        .into(),
+                    ),
                     ..Default::default()
                 },
             ));
@@ -748,6 +757,22 @@ fn ipv6_no_encap_two_nodes() {
             },
         ));
     }
+    c
+}
+
+#[test]
+fn ipv6_no_encap_two_nodes() {
+    if !can_run() {
+        return;
+    }
+    let c = v6_cluster(
+        "v6",
+        api::IPPoolSpec {
+            cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+            nat_outgoing: true,
+            ..Default::default()
+        },
+    );
     wait_for(
         "n1 IPv6 route to n2's block",
         Duration::from_secs(5),
@@ -796,4 +821,79 @@ fn ipv6_no_encap_two_nodes() {
         "{out}"
     );
     assert!(!out.contains("2001:db8:ff::10"), "{out}");
+}
+
+#[test]
+fn ipv6_vxlan_two_nodes() {
+    if !can_run() {
+        return;
+    }
+    let c = v6_cluster(
+        "v6x",
+        api::IPPoolSpec {
+            cidr: Some("2001:db8:ff::/48".parse().unwrap()),
+            vxlan_mode: Some(Always),
+            ..Default::default()
+        },
+    );
+    wait_for("n1 IPv6 VXLAN route", Duration::from_secs(5), || {
+        c.node("n1")
+            .ip(&["-6", "route", "show", "2001:db8:ff::40/122"])
+            .contains("via 2001:db8:ff::41 dev vxlan-v6.calico proto 80 metric 1024 onlink")
+    });
+    let link = c.node("n1").ip(&["-d", "link", "show", "vxlan-v6.calico"]);
+    for want in [
+        "mtu 1430",
+        "link/ether 66:00:00:00:06:01",
+        "vxlan id 4096",
+        "local 2001:db8:1::11",
+        "nolearning",
+    ] {
+        assert!(link.contains(want), "{want} in {link}");
+    }
+    let fdb = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &c.node("n1").name,
+        "bridge",
+        "fdb",
+        "show",
+        "dev",
+        "vxlan-v6.calico",
+    ]);
+    assert!(
+        fdb.contains("66:00:00:00:06:02 dst 2001:db8:1::12 self permanent"),
+        "{fdb}"
+    );
+    assert!(
+        c.node("n1")
+            .ip(&["addr", "show", "dev", "vxlan-v6.calico"])
+            .contains("2001:db8:ff::1/128")
+    );
+    wait_for("n2 IPv6 VXLAN route", Duration::from_secs(5), || {
+        c.node("n2")
+            .ip(&["-6", "route", "show", "2001:db8:ff::/122"])
+            .contains("via 2001:db8:ff::1 dev vxlan-v6.calico proto 80 metric 1024 onlink")
+    });
+    let cap = c.node("n2").capture("eth0", "udp port 4789 or icmp6");
+    wait_for(
+        "pod n1 -> pod n2 over IPv6 VXLAN",
+        Duration::from_secs(8),
+        || {
+            c.pod("n1")
+                .exec(&["ping", "-6", "-c", "1", "-W", "1", "2001:db8:ff::50"])
+                .status
+                .success()
+        },
+    );
+    let out = cap.finish();
+    assert!(
+        out.contains("2001:db8:1::11.") && out.contains("> 2001:db8:1::12.4789: VXLAN"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2001:db8:ff::10 > 2001:db8:ff::50: ICMP6, echo request"),
+        "{out}"
+    );
 }
