@@ -446,6 +446,9 @@ impl Calculator {
                     };
                     d.routes
                         .insert(addr.into(), RouteTarget::Link { dev: dev.clone() });
+                    if let Some(mac) = w.mac.as_deref().and_then(|m| m.parse().ok()) {
+                        d.neighbours.insert((dev.clone(), addr.addr().into()), mac);
+                    }
                     for k in [
                         format!("net/ipv6/conf/{dev}/proxy_ndp"),
                         format!("net/ipv6/conf/{dev}/forwarding"),
@@ -1118,6 +1121,7 @@ mod tests {
                 node: Some("n1".into()),
                 interface_name: Some("cali6".into()),
                 ip_networks: vec!["198.18.0.6/32".into(), "2001:db8:ff::6/128".into()],
+                mac: Some("0a:58:c6:12:00:06".into()),
                 ..Default::default()
             },
         ));
@@ -1138,6 +1142,13 @@ mod tests {
         );
         assert_eq!(route(&d, "2001:db8:aa::/64"), "via 2001:db8:1::12 dev eth0");
         assert_eq!(d.sysctls["net/ipv6/conf/cali6/proxy_ndp"], "1");
+        let mac: Mac = "0a:58:c6:12:00:06".parse().unwrap();
+        for ip in ["198.18.0.6", "2001:db8:ff::6"] {
+            assert_eq!(
+                d.neighbours[&("cali6".to_string(), ip.parse().unwrap())],
+                mac
+            );
+        }
         assert_eq!(d.sysctls["net/ipv6/conf/cali6/forwarding"], "1");
         assert_eq!(d.sysctls["net/ipv6/conf/all/forwarding"], "1");
         // The IPv4 side is unchanged by the IPv6 pool.
