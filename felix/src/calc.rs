@@ -21,7 +21,7 @@ use crate::mtu::{DEFAULT_MTU_IFACE_PATTERN, Pattern};
 /// One change to felix's inputs. Resources are keyed by name; an update replaces the whole value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
-    Config(FelixConfigurationSpec),
+    Config(Box<FelixConfigurationSpec>),
     PoolUpdate(String, IPPoolSpec),
     PoolRemove(String),
     NodeUpdate(String, NodeSpec),
@@ -89,7 +89,7 @@ impl Calculator {
     /// Applies one input; returns whether anything changed.
     pub fn apply(&mut self, input: Input) -> bool {
         match input {
-            Input::Config(c) => replace(&mut self.config, c),
+            Input::Config(c) => replace(&mut self.config, *c),
             Input::PoolUpdate(k, v) => upsert(&mut self.pools, k, v),
             Input::PoolRemove(k) => self.pools.remove(&k).is_some(),
             Input::NodeUpdate(k, v) => upsert(&mut self.nodes, k, v),
@@ -985,16 +985,16 @@ mod tests {
         c.apply(Input::InterfaceMtu("cali99".into(), Some(1000)));
         c.apply(Input::InterfaceMtu("eth0".into(), Some(1400)));
         assert_eq!(c.desired().devices.ipip.unwrap().mtu, 1380);
-        c.apply(Input::Config(FelixConfigurationSpec {
+        c.apply(Input::Config(Box::new(FelixConfigurationSpec {
             ipip_mtu: Some(1300),
             ..Default::default()
-        }));
+        })));
         let d = c.desired();
         assert_eq!((d.devices.ipip.unwrap().mtu, d.pod_mtu), (1300, 1300));
-        c.apply(Input::Config(FelixConfigurationSpec {
+        c.apply(Input::Config(Box::new(FelixConfigurationSpec {
             mtu_iface_pattern: Some("^eth1$".into()),
             ..Default::default()
-        }));
+        })));
         // The underlay device always counts, whatever the pattern says.
         assert_eq!(c.desired().devices.ipip.unwrap().mtu, 1380);
         c.apply(Input::InterfaceMtu("eth0".into(), None));
@@ -1004,12 +1004,12 @@ mod tests {
     #[test]
     fn vxlan_config() {
         let mut c = cluster(EncapMode::Never, EncapMode::Always);
-        c.apply(Input::Config(FelixConfigurationSpec {
+        c.apply(Input::Config(Box::new(FelixConfigurationSpec {
             vxlan_vni: Some(4100),
             vxlan_port: Some(8472),
             vxlan_mtu: Some(1400),
             ..Default::default()
-        }));
+        })));
         let v = c.desired().devices.vxlan.unwrap();
         assert_eq!((v.vni, v.port, v.mtu), (4100, 8472, 1400));
     }
@@ -1020,10 +1020,10 @@ mod tests {
         let mut p = pool("198.19.0.0/16", EncapMode::Never, EncapMode::Never);
         p.nat_outgoing = true;
         c.apply(Input::PoolUpdate("q".into(), p));
-        c.apply(Input::Config(FelixConfigurationSpec {
+        c.apply(Input::Config(Box::new(FelixConfigurationSpec {
             nat_outgoing_address: Some("192.0.2.99".into()),
             ..Default::default()
-        }));
+        })));
         let n = c.desired().nat;
         assert_eq!(n.all_pools.len(), 2);
         assert_eq!(

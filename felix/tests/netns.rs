@@ -151,10 +151,10 @@ fn vxlan_two_nodes() {
     assert!(sent >= 3, "vxlan.calico sent {sent} packets");
 
     // A new VNI cannot be set in place: the device is recreated, routes and entries follow.
-    c.send_all(Input::Config(api::FelixConfigurationSpec {
+    c.send_all(Input::Config(Box::new(api::FelixConfigurationSpec {
         vxlan_vni: Some(4100),
         ..Default::default()
-    }));
+    })));
     for n in ["n1", "n2"] {
         wait_for(
             &format!("{n}: vxlan id 4100"),
@@ -438,10 +438,10 @@ fn nat_outgoing() {
 
     // natOutgoingAddress: SNAT to a configured address instead.
     c.felix("n1")
-        .send(Input::Config(api::FelixConfigurationSpec {
+        .send(Input::Config(Box::new(api::FelixConfigurationSpec {
             nat_outgoing_address: Some("192.0.2.111".into()),
             ..Default::default()
-        }));
+        })));
     wait_for("snat rule", Duration::from_secs(5), || {
         let o = c
             .node("n1")
