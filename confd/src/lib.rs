@@ -1,0 +1,1 @@
+//! confd: resources in, speaker and felix configuration out. Pure.

@@ -1,0 +1,2 @@
+//! tabby-node: the per-node agent.
+pub fn run() {}
