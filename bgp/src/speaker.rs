@@ -3,13 +3,19 @@
 //! which carries out what the RIB returns (see the top of [`crate::rib`]).
 //!
 //! ```text
-//!  Speaker (Clone) ──mpsc Request: replace_config / originate / withdraw / status / routes /
-//!       │                          best_paths / shutdown ──────────────────────▶ ┌──────────────┐
-//!       │                                                                      │ speaker task │
-//!  Listener ──Incoming per peer──▶ session task ──mpsc SessionEvent──▶ forwarder│  Rib         │
-//!                                     ▲        (one per session, tags PeerId) ─▶│  peers map   │
-//!                                     └────────── SessionHandle::send(UPDATEs) ─│  stale timers│
-//!  best_paths() subscribers ◀── mpsc Vec<BestChange> (Loc-RIB snapshot first) ──└──────────────┘
+//!  Speaker (Clone; tabby-node, control server)
+//!     │ mpsc Request: replace_config / originate / withdraw /
+//!     │               best_paths / status / routes / shutdown
+//!     ▼
+//!  ┌──────────────────────┐  SessionHandle: send(UPDATEs), automatic_stop   ┌──────────────┐
+//!  │ speaker task         │ ───────────────────────────────────────────────▶│ session task │
+//!  │  Rib                 │                                                 │ (one a peer) │
+//!  │  peers by (addr,port)│ ◀── mpsc (PeerId, SessionEvent) ── forwarder ◀──│              │
+//!  │  stale timers        │         (one a session: tags events)            └──────────────┘
+//!  └──────────────────────┘                                                          ▲
+//!     │ mpsc Vec<BestChange> (Loc-RIB snapshot first)         Listener ── Incoming ──┘
+//!     ▼                                                      (accepted TCP, by source address)
+//!  best_paths() subscribers (felix)
 //! ```
 //!
 //! - Peers are keyed by (address, port). [`Speaker::replace_config`] diffs the peer lists:

@@ -584,3 +584,28 @@ fn bgpd_live_config_change_leaves_other_sessions_alone() {
         .unwrap_or_else(|| panic!("{}", b2.birdc("show protocols all tabby")));
     });
 }
+
+#[test]
+fn bgpd_bird_ebgp_ipv6_routes_flow_both_ways() {
+    in_netns(&["2001:db8::1", "2001:db8::2"], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bird = Bird::start(
+            "router id 127.0.0.2;\nlog \"bird.log\" all;\nprotocol device {}\n\
+             protocol static s6 {\n  ipv6;\n  route 2001:db8:100::/48 blackhole;\n}\n\
+             protocol bgp tabby {\n  local 2001:db8::2 as 65002;\n  neighbor 2001:db8::1 as 64512;\n  strict bind yes;\n  multihop;\n  connect retry time 1;\n  ipv6 { import all; export all; };\n}\n",
+        );
+        let bgpd = Bgpd::start(
+            dir.path(),
+            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"[2001:db8::1]:179\"]\npools: [\"2001:db8:100::/40\"]\noriginate: [\"2001:db8:104::/48\"]\npeers:\n  - address: 2001:db8::2\n    asn: 65002\n    connect_retry: 1\n",
+        );
+        bgpd.wait_established("2001:db8::2").await;
+        let r = bgpd.learns("2001:db8:100::/48", |_| true).await;
+        assert_eq!(r.next_hops, vec!["2001:db8::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(r.as_path, "65002");
+        let route = bird_learns(&bird, "2001:db8:104::/48", "tabby").await;
+        assert!(route.contains("BGP.as_path: 64512"), "{route}");
+        assert!(route.contains("BGP.next_hop: 2001:db8::1"), "{route}");
+        let s = bgpd.status().await;
+        assert_eq!((s.peers[0].accepted, s.peers[0].advertised), (1, 1));
+    });
+}
