@@ -472,10 +472,12 @@ fn bgpd_max_prefix_stops_the_session() {
                 &bird_bgp("127.0.0.2", 65002, "127.0.0.1", 64512, ""),
             )],
         ));
-        let bgpd = Bgpd::start(
-            dir.path(),
-            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: 2\n    max_prefix_action: stop\n",
-        );
+        let yaml = |limit: u32| {
+            format!(
+                "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: {limit}\n    max_prefix_action: stop\n"
+            )
+        };
+        let bgpd = Bgpd::start(dir.path(), &yaml(2));
         let end = tokio::time::Instant::now() + SECS;
         let p = loop {
             let p = bgpd.peer("127.0.0.2").await;
@@ -509,6 +511,55 @@ fn bgpd_max_prefix_stops_the_session() {
             "{p:?}"
         );
         assert!(bgpd.routes().await.is_empty());
+
+        // A reload brings it back; with the same limit it trips again, with a higher one it
+        // stays up.
+        bgpd.reload(&yaml(2));
+        let end = tokio::time::Instant::now() + SECS;
+        loop {
+            let p = bgpd.peer("127.0.0.2").await;
+            if p.established_count == 2 && p.stopped {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "{p:?}\n{}",
+                bgpd.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bgpd.reload(&yaml(10));
+        bgpd.learns("198.18.1.128/26", |_| true).await;
+        let p = bgpd.wait_established("127.0.0.2").await;
+        assert_eq!((p.accepted, p.stopped), (3, false), "{p:?}");
+    });
+}
+
+#[test]
+fn bgpd_max_prefix_warn_keeps_the_session() {
+    in_netns(&[], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let _bird = Bird::start(&bird_conf(
+            "127.0.0.2",
+            &["198.18.1.0/26", "198.18.1.64/26", "198.18.1.128/26"],
+            &[(
+                "tabby",
+                &bird_bgp("127.0.0.2", 65002, "127.0.0.1", 64512, ""),
+            )],
+        ));
+        let bgpd = Bgpd::start(
+            dir.path(),
+            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: 2\n    max_prefix_action: warn\n",
+        );
+        bgpd.learns("198.18.1.128/26", |_| true).await;
+        bgpd.learns("198.18.1.0/26", |_| true).await;
+        let p = bgpd.wait_established("127.0.0.2").await;
+        assert_eq!((p.accepted, p.stopped, p.established_count), (3, false, 1));
+        assert!(
+            bgpd.output().contains("max-prefix exceeded"),
+            "{}",
+            bgpd.output()
+        );
     });
 }
 
