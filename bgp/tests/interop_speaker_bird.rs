@@ -660,3 +660,109 @@ fn bgpd_bird_ebgp_ipv6_routes_flow_both_ways() {
         assert_eq!((s.peers[0].accepted, s.peers[0].advertised), (1, 1));
     });
 }
+
+/// kill -9 of a BIRD (found by its config path, since the harness keeps the child private).
+fn kill9_bird(bird: &Bird) {
+    let conf = bird.dir().join("bird.conf");
+    let conf = conf.to_str().unwrap();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("bird\0") && cmdline.contains(conf) {
+            // SAFETY: a signal to the BIRD this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return;
+        }
+    }
+    panic!("no bird process with {conf}");
+}
+
+fn bird_gr(restart_time: u32, statics: &[&str]) -> String {
+    bird_conf(
+        "127.0.0.2",
+        statics,
+        &[(
+            "tabby",
+            &bird_bgp(
+                "127.0.0.2",
+                64512,
+                "127.0.0.1",
+                64512,
+                &format!("  graceful restart on;\n  graceful restart time {restart_time};\n"),
+            ),
+        )],
+    )
+}
+
+const GR_HELPER: &str = "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\ngraceful_restart: {enabled: true, restart_time: 120}\npeers:\n  - address: 127.0.0.2\n    asn: 64512\n    connect_retry: 1\n";
+
+/// Waits until tabby-bgpd's peer 127.0.0.2 satisfies `pred`.
+async fn wait_peer(bgpd: &Bgpd, what: &str, pred: impl Fn(&PeerStatus) -> bool) -> PeerStatus {
+    let end = tokio::time::Instant::now() + SECS;
+    loop {
+        let p = bgpd.peer("127.0.0.2").await;
+        if pred(&p) {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{what}: {p:?}\n{}",
+            bgpd.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn bgpd_helps_a_restarting_bird_until_its_end_of_rib() {
+    in_netns(&[], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bird = Bird::start(&bird_gr(120, &["198.18.1.0/26", "198.18.1.64/26"]));
+        let bgpd = Bgpd::start(dir.path(), GR_HELPER);
+        bgpd.wait_established("127.0.0.2").await;
+        bgpd.learns("198.18.1.64/26", |r| !r.stale).await;
+        bgpd.learns("198.18.1.0/26", |r| !r.stale).await;
+
+        // BIRD crashes: its routes stay, stale, for its restart time.
+        kill9_bird(&bird);
+        let p = wait_peer(&bgpd, "routes not kept as stale", |p| {
+            p.state != "Established" && p.stale == 2
+        })
+        .await;
+        assert_eq!(p.accepted, 2, "{p:?}");
+        bgpd.learns("198.18.1.64/26", |r| r.stale).await;
+
+        // It comes back with one route: after its End-of-RIB the other one is gone and the
+        // kept one is fresh.
+        drop(bird);
+        let _bird = Bird::start(&bird_gr(120, &["198.18.1.0/26"]));
+        wait_peer(&bgpd, "stale routes not swept", |p| {
+            p.state == "Established" && p.stale == 0 && p.accepted == 1
+        })
+        .await;
+        let routes = bgpd.routes().await;
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        assert!(!routes[0].stale, "{routes:?}");
+    });
+}
+
+#[test]
+fn bgpd_drops_stale_routes_when_the_restart_time_runs_out() {
+    in_netns(&[], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bird = Bird::start(&bird_gr(2, &["198.18.1.0/26"]));
+        let bgpd = Bgpd::start(dir.path(), GR_HELPER);
+        bgpd.learns("198.18.1.0/26", |r| !r.stale).await;
+        kill9_bird(&bird);
+        wait_peer(&bgpd, "routes not kept as stale", |p| p.stale == 1).await;
+        // BIRD's restart time is 2 s and it does not come back.
+        wait_peer(&bgpd, "stale routes outlived the restart time", |p| {
+            p.accepted == 0
+        })
+        .await;
+        assert!(bgpd.routes().await.is_empty());
+    });
+}
