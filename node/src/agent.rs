@@ -1,1 +1,412 @@
-//! Wiring (placeholder).
+//! The wiring: one process, these tasks and channels.
+//!
+//! ```text
+//!   datastore (dir: / memory:)
+//!      │ list + watch
+//!      ▼
+//!  ┌────────────┐ ConfigUpdate (mpsc)  ┌──────────────────────────── main loop ───────────────┐
+//!  │ confd watch│ ───────────────────▶ │ Speaker(cfg) ─▶ Speaker::start / replace_config      │
+//!  └────────────┘                      │ Felix(inputs), InSync ─▶ AgentMsg ──────┐            │
+//!  ┌────────────┐ Vec<BestChange>      │ best paths ─▶ Input::BgpRoute ──────────┤            │
+//!  │ BGP speaker│ ───────────────────▶ │                                         │            │
+//!  │  sessions  │ ◀── status_report ── │ every 2 s: speaker status ─┐            │ (mpsc)     │
+//!  └─────┬──────┘                      │ felix Status (watch) ──────┼─▶ Snapshot │            │
+//!        │ Speaker clone               │ SIGTERM/SIGINT ─▶ exit(0)  │  (Mutex)   ▼            │
+//!        ▼                             └────────────────────────────┼────── felix agent ──────┘
+//!   control socket (bgp::control)                                   │    (calc + managers
+//!   ◀── tabbyctl node status/routes                                  │     ─▶ kernel)
+//!  ┌─────────────────┐ IPPool watch ─▶ reconcile_tunnels            ▼
+//!  │ tunnel task     │ (IPAM: ipip/vxlan-tunnel-addr-<node>)   HTTP: /liveness /readiness
+//!  └─────────────────┘                                          /metrics (+ IPAM usage, 10 s)
+//! ```
+//!
+//! Shutdown (SIGTERM, SIGINT): felix's input channel closes (felix leaves the kernel as it is,
+//! see `felix::agent`), and the process exits without closing BGP sessions with a NOTIFICATION:
+//! the kernel closes the TCP connections, which RFC 4724 §4.2 peers treat as a graceful restart,
+//! keeping our routes (stale) for the restart time we advertised. The restart marker stays, so
+//! the next start sets the Restart State bit and peers keep those routes until our End-of-RIB.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bgp::config::Config as SpeakerConfig;
+use bgp::speaker::{BestChange, Speaker, SpeakerOptions};
+use datastore::Datastore;
+use felix::Input;
+use felix::agent::{AgentConfig, AgentMsg};
+use ipnet::Ipv4Net;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::Error;
+use crate::metrics::{self, Shared, Snapshot};
+use crate::startup;
+
+/// How often the speaker's status is read into the snapshot.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// How often IPAM usage is read for `/metrics`.
+pub const IPAM_INTERVAL: Duration = Duration::from_secs(10);
+/// The restart marker's file name, beside the control socket.
+pub const RESTART_MARKER: &str = "tabby-node.running";
+
+/// What the configuration source (confd's watch loop) hands the agent.
+#[derive(Debug)]
+pub enum ConfigUpdate {
+    /// The whole speaker configuration (the first one starts the speaker).
+    Speaker(Box<SpeakerConfig>),
+    /// Changed felix inputs.
+    Felix(Vec<Input>),
+    /// Everything has been sent once.
+    InSync,
+}
+
+/// Everything tabby-node runs with, resolved from flags and environment.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    /// The detected (or given) node address with its prefix length.
+    pub ipv4: Ipv4Net,
+    pub underlay_dev: String,
+    pub as_number: Option<u32>,
+    pub default_pool: startup::DefaultPool,
+    pub health_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub control_socket: PathBuf,
+    /// felix writes the pod MTU here for the CNI plugin (`<state_dir>/mtu`).
+    pub mtu_file: Option<PathBuf>,
+}
+
+/// Does the one-time startup work: node-name file, default pool, Node resource, tunnel
+/// addresses. Errors here stop the node (as calico-node's startup does).
+pub async fn startup(ds: &Arc<dyn Datastore>, cfg: &NodeConfig) -> Result<(), Error> {
+    startup::write_nodename(&cfg.state_dir, &cfg.node_name)?;
+    startup::ensure_default_pool(ds.as_ref(), &cfg.default_pool).await?;
+    startup::ensure_node(ds.as_ref(), &cfg.node_name, cfg.ipv4, cfg.as_number).await?;
+    startup::reconcile_tunnels(ds, &cfg.node_name).await?;
+    Ok(())
+}
+
+/// Re-runs [`startup::reconcile_tunnels`] whenever IPPools (or Nodes: labels feed pool node
+/// selectors) change; a failure is retried after a second.
+async fn tunnel_task(ds: Arc<dyn Datastore>, node: String) {
+    loop {
+        let after = match ds.list(api::Kind::IPPool).await {
+            Ok(l) => l.revision,
+            Err(e) => {
+                warn!(error = %e, "listing IPPools for tunnel addresses");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = startup::reconcile_tunnels(&ds, &node).await {
+            warn!(error = %e, "reconciling tunnel addresses");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let mut w = match ds.watch(Some(api::Kind::IPPool), after).await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "watching IPPools");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            match w.next().await {
+                Some(Ok(_)) => {
+                    // A switch between modes often comes as a few writes: let them land.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while let Ok(Some(Ok(_))) =
+                        tokio::time::timeout(Duration::from_millis(1), w.next()).await
+                    {
+                    }
+                    if let Err(e) = startup::reconcile_tunnels(&ds, &node).await {
+                        warn!(error = %e, "reconciling tunnel addresses");
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "IPPool watch ended: re-listing");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Reads IPAM usage of this node into the snapshot now and then.
+async fn ipam_task(ds: Arc<dyn Datastore>, node: String, shared: Shared) {
+    loop {
+        match startup::ipam_usage(&ds, &node).await {
+            Ok((blocks, addrs)) => {
+                let mut s = shared.lock().expect("snapshot lock");
+                s.ipam_blocks = Some(blocks);
+                s.ipam_addresses = Some(addrs);
+            }
+            Err(e) => debug!(error = %e, "reading IPAM usage"),
+        }
+        tokio::time::sleep(IPAM_INTERVAL).await;
+    }
+}
+
+/// felix inputs for a batch of best-path changes: remote paths become routes; our own
+/// origination (and withdrawn prefixes) remove the BGP route.
+pub fn bgp_inputs(changes: Vec<BestChange>) -> Vec<Input> {
+    changes
+        .into_iter()
+        .map(|c| {
+            let hops = if c.local { Vec::new() } else { c.next_hops };
+            Input::BgpRoute(c.prefix, hops)
+        })
+        .collect()
+}
+
+/// Binds the health and metrics listeners (one when they are the same address).
+async fn serve_http(cfg: &NodeConfig, shared: &Shared) -> Result<(), Error> {
+    let mut addrs = vec![cfg.health_listen];
+    if cfg.metrics_listen != cfg.health_listen {
+        addrs.push(cfg.metrics_listen);
+    }
+    for a in addrs {
+        let l = TcpListener::bind(a).await.map_err(|source| Error::Io {
+            what: format!("binding the health/metrics listener on {a}"),
+            source,
+        })?;
+        info!(listen = %a, "serving /liveness /readiness /metrics");
+        tokio::spawn(metrics::serve(l, shared.clone()));
+    }
+    Ok(())
+}
+
+/// The running pieces the main loop owns.
+struct Running {
+    speaker: Option<Speaker>,
+    control: Option<bgp::control::Server>,
+    best: Option<mpsc::UnboundedReceiver<Vec<BestChange>>>,
+    felix: mpsc::Sender<AgentMsg>,
+    /// When felix was last given inputs it has not applied yet.
+    pending_since: Option<Instant>,
+}
+
+impl Running {
+    async fn send_felix(&mut self, inputs: Vec<Input>) {
+        if inputs.is_empty() {
+            return;
+        }
+        self.pending_since.get_or_insert_with(Instant::now);
+        for i in inputs {
+            if self.felix.send(AgentMsg::Input(i)).await.is_err() {
+                error!("felix has stopped");
+                return;
+            }
+        }
+    }
+
+    async fn speaker_config(
+        &mut self,
+        cfg: SpeakerConfig,
+        control_socket: &std::path::Path,
+        restarting: bool,
+    ) -> Result<(), Error> {
+        if let Some(s) = &self.speaker {
+            return Ok(s.replace_config(cfg).await?);
+        }
+        let options = SpeakerOptions {
+            restarting,
+            export: None,
+        };
+        let speaker = Speaker::start_with(cfg, options).await?;
+        self.best = Some(speaker.best_paths().await?);
+        match bgp::control::serve(control_socket, speaker.clone()) {
+            Ok(server) => {
+                info!(socket = %control_socket.display(), "control socket ready");
+                self.control = Some(server);
+            }
+            // The node works without it; `tabbyctl node status` will say no socket.
+            Err(e) => error!("{e}"),
+        }
+        self.speaker = Some(speaker);
+        Ok(())
+    }
+}
+
+/// Runs the node until SIGTERM or SIGINT (then the process exits 0, see the module docs).
+/// `updates` is the configuration source (confd's watch loop); `shared` is what the HTTP
+/// endpoints read.
+pub async fn run(
+    ds: Arc<dyn Datastore>,
+    cfg: NodeConfig,
+    mut updates: mpsc::Receiver<ConfigUpdate>,
+    shared: Shared,
+) -> Result<(), Error> {
+    let mut term = signal(SignalKind::terminate()).map_err(|source| Error::Io {
+        what: "installing the SIGTERM handler".into(),
+        source,
+    })?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|source| Error::Io {
+        what: "installing the SIGINT handler".into(),
+        source,
+    })?;
+    shared.lock().expect("snapshot lock").node = cfg.node_name.clone();
+    serve_http(&cfg, &shared).await?;
+
+    let marker = cfg
+        .control_socket
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(RESTART_MARKER);
+    let restarting = marker.exists();
+    if let Some(dir) = marker.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&marker, format!("{}\n", std::process::id())) {
+        warn!(marker = %marker.display(), error = %e, "writing the restart marker");
+    }
+    if restarting {
+        info!("the last run did not end with a reboot: restarting gracefully (RFC 4724 R bit)");
+    }
+
+    let (handle, felix_rx, felix_status) = felix::agent::channels();
+    let mut fcfg = AgentConfig::new(felix::LocalNode {
+        name: cfg.node_name.clone(),
+        underlay_dev: cfg.underlay_dev.clone(),
+    });
+    fcfg.mtu_file = cfg.mtu_file.clone();
+    tokio::spawn(async move {
+        if let Err(e) = felix::agent::run(fcfg, felix_rx, felix_status).await {
+            error!("felix stopped: {e}");
+        }
+    });
+    tokio::spawn(tunnel_task(ds.clone(), cfg.node_name.clone()));
+    tokio::spawn(ipam_task(ds.clone(), cfg.node_name.clone(), shared.clone()));
+
+    let mut status = handle.status.clone();
+    let mut run = Running {
+        speaker: None,
+        control: None,
+        best: None,
+        felix: handle.tx.clone(),
+        pending_since: None,
+    };
+    let mut last_passes = 0;
+    let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut updates_open = true;
+    loop {
+        tokio::select! {
+            u = updates.recv(), if updates_open => match u {
+                Some(ConfigUpdate::Speaker(c)) => {
+                    shared.lock().expect("snapshot lock").configured_peers = c.peers.len();
+                    if let Err(e) = run.speaker_config(*c, &cfg.control_socket, restarting).await {
+                        error!("applying the BGP configuration: {e}");
+                    }
+                    status_tick.reset_immediately();
+                }
+                Some(ConfigUpdate::Felix(inputs)) => run.send_felix(inputs).await,
+                Some(ConfigUpdate::InSync) => {
+                    run.pending_since.get_or_insert_with(Instant::now);
+                    let _ = run.felix.send(AgentMsg::InSync).await;
+                    shared.lock().expect("snapshot lock").confd_in_sync = true;
+                    info!("datastore in sync");
+                }
+                None => {
+                    warn!("the configuration source stopped: running on with the last state");
+                    updates_open = false;
+                }
+            },
+            Some(batch) = async { run.best.as_mut()?.recv().await }, if run.best.is_some() => {
+                run.send_felix(bgp_inputs(batch)).await;
+            }
+            Ok(()) = status.changed() => {
+                let st = status.borrow_and_update().clone();
+                let mut s = shared.lock().expect("snapshot lock");
+                if st.passes > last_passes {
+                    s.routes_replaced += st.routes.replaced as u64;
+                    s.routes_deleted += st.routes.deleted as u64;
+                    s.routes_failed += st.routes.failed as u64;
+                    last_passes = st.passes;
+                    if st.in_sync && let Some(t) = run.pending_since.take() {
+                        s.convergence.observe(t.elapsed());
+                    }
+                }
+                s.felix = st;
+            }
+            _ = status_tick.tick() => {
+                if let Some(sp) = &run.speaker {
+                    match sp.status_report().await {
+                        Ok(r) => shared.lock().expect("snapshot lock").speaker = Some(r),
+                        Err(e) => warn!("reading the speaker's status: {e}"),
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!(
+        "stopping: kernel routes stay, BGP sessions drop without a NOTIFICATION (graceful restart)"
+    );
+    // The control socket goes; the restart marker stays (see the module docs).
+    if let Some(c) = run.control.take() {
+        c.close();
+    }
+    // Exit before any Speaker clone is dropped: dropping the last one would send Cease.
+    std::process::exit(0);
+}
+
+/// The configuration source: confd's watch loop over the datastore.
+pub fn config_source(_ds: Arc<dyn Datastore>, node: String) -> mpsc::Receiver<ConfigUpdate> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        warn!(%node, "confd's watch loop is not wired in yet: no BGP or felix configuration");
+        tx.closed().await;
+    });
+    rx
+}
+
+/// A snapshot shared with the HTTP endpoints.
+pub fn shared_snapshot() -> Shared {
+    Arc::new(Mutex::new(Snapshot::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_paths_become_bgp_routes() {
+        let got = bgp_inputs(vec![
+            BestChange {
+                prefix: "198.18.1.0/26".parse().unwrap(),
+                next_hops: vec!["192.0.2.12".parse().unwrap()],
+                local: false,
+            },
+            BestChange {
+                prefix: "198.18.0.0/26".parse().unwrap(),
+                next_hops: vec![],
+                local: true,
+            },
+            BestChange {
+                prefix: "198.18.2.0/26".parse().unwrap(),
+                next_hops: vec![],
+                local: false,
+            },
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                Input::BgpRoute(
+                    "198.18.1.0/26".parse().unwrap(),
+                    vec!["192.0.2.12".parse().unwrap()]
+                ),
+                Input::BgpRoute("198.18.0.0/26".parse().unwrap(), vec![]),
+                Input::BgpRoute("198.18.2.0/26".parse().unwrap(), vec![]),
+            ]
+        );
+    }
+}

@@ -1,1 +1,136 @@
-fn main() {}
+//! `tabby-node`: the per-node agent (see the `node` crate for what it does).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use node::agent::{self, NodeConfig};
+use node::autodetect::{self, Method};
+use node::startup::{self, DefaultPool};
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tabby-node",
+    version,
+    about = "tabby's per-node agent: confd, BGP speaker and felix in one process"
+)]
+struct Args {
+    /// This node's name (default: the hostname).
+    #[arg(long, env = "NODENAME")]
+    node_name: Option<String>,
+    /// Where resources live: dir:PATH or memory:.
+    #[arg(
+        long,
+        env = "TABBY_DATASTORE",
+        default_value = "dir:/var/lib/tabby/datastore"
+    )]
+    datastore: String,
+    /// Holds the node-name file and the MTU file the CNI plugin reads.
+    #[arg(long, env = "TABBY_STATE_DIR", default_value = "/var/lib/tabby")]
+    state_dir: PathBuf,
+    /// Calico's IP_AUTODETECTION_METHOD: first-found, interface=REGEX, skip-interface=REGEX,
+    /// can-reach=DEST, cidr=CIDR[,CIDR].
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip_autodetection_method: String,
+    /// The node address with prefix length, instead of autodetection (Calico's IP env).
+    #[arg(long, env = "IP")]
+    ip: Option<String>,
+    #[arg(long, env = "TABBY_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
+    health_listen: SocketAddr,
+    #[arg(long, env = "TABBY_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    metrics_listen: SocketAddr,
+    /// The interface that carries node-to-node traffic (default: the one with the node address).
+    #[arg(long, env = "TABBY_UNDERLAY_DEV")]
+    underlay_dev: Option<String>,
+    /// The control socket `tabbyctl node status` / `node routes` read.
+    #[arg(long, env = "TABBY_CONTROL_SOCKET", default_value = bgp::control::DEFAULT_SOCKET)]
+    control_socket: PathBuf,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn config(args: Args) -> Result<NodeConfig, node::Error> {
+    let env = |k: &str| std::env::var(k).ok();
+    let node_name = args
+        .node_name
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(hostname);
+    let addrs = autodetect::local_addresses()?;
+    let found = match args
+        .ip
+        .as_deref()
+        .filter(|s| !s.is_empty() && *s != "autodetect")
+    {
+        Some(ip) => {
+            let net: ipnet::Ipv4Net = ip
+                .parse()
+                .or_else(|_| ip.parse::<std::net::Ipv4Addr>().map(ipnet::Ipv4Net::from))
+                .map_err(|e| node::Error::Setting {
+                    name: "IP".into(),
+                    value: ip.into(),
+                    reason: e.to_string(),
+                })?;
+            autodetect::by_address(net.addr(), &addrs).unwrap_or(autodetect::InterfaceAddr {
+                iface: String::new(),
+                index: 0,
+                up: true,
+                loopback: false,
+                addr: net,
+            })
+        }
+        None => autodetect::detect(&args.ip_autodetection_method.parse::<Method>()?)?,
+    };
+    let underlay_dev = args.underlay_dev.unwrap_or(found.iface.clone());
+    info!(node = %node_name, address = %found.addr, interface = %found.iface, "node address");
+    Ok(NodeConfig {
+        mtu_file: Some(args.state_dir.join("mtu")),
+        node_name,
+        state_dir: args.state_dir,
+        ipv4: found.addr,
+        underlay_dev,
+        as_number: startup::as_number_from_env(&env)?,
+        default_pool: DefaultPool::from_env(&env)?,
+        health_listen: args.health_listen,
+        metrics_listen: args.metrics_listen,
+        control_socket: args.control_socket,
+    })
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let datastore = args.datastore.clone();
+    let cfg = config(args)?;
+    let ds = datastore::open(&datastore)?;
+    agent::startup(&ds, &cfg).await?;
+    let updates = agent::config_source(ds.clone(), cfg.node_name.clone());
+    agent::run(ds, cfg, updates, agent::shared_snapshot()).await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
