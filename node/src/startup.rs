@@ -30,7 +30,7 @@ use datastore::Datastore;
 use ipam::{AutoAssignRequest, Ipam, ipip_tunnel_handle, vxlan_tunnel_handle};
 use ipnet::{IpNet, Ipv4Net};
 use sha1::{Digest, Sha1};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::Error;
 
@@ -515,9 +515,6 @@ pub async fn ipam_usage(ds: &Arc<dyn Datastore>, node: &str) -> Result<(usize, u
         blocks += 1;
         addrs += b.in_use;
     }
-    if blocks == 0 {
-        warn!(node, "no IPAM block is affine to this node yet");
-    }
     Ok((blocks, addrs))
 }
 
@@ -861,6 +858,29 @@ mod tests {
         labels.insert("rack".into(), "r1".into());
         assert_eq!(names(Tunnel::Vxlan, &labels), ["on", "sel"]);
         assert_eq!(names(Tunnel::Ipip, &labels), ["ipip"]);
+    }
+
+    #[tokio::test]
+    async fn ipam_usage_counts_this_nodes_blocks() {
+        let ds = mem();
+        let cfg = DefaultPool {
+            cidr: "198.18.0.0/16".parse().unwrap(),
+            ipip_mode: EncapMode::Never,
+            ..DefaultPool::default()
+        };
+        ensure_default_pool(ds.as_ref(), &cfg).await.unwrap();
+        assert_eq!(ipam_usage(&ds, "n1").await.unwrap(), (0, 0));
+        let ipam = Ipam::new(ds.clone());
+        for pod in ["a", "b"] {
+            ipam.auto_assign(&AutoAssignRequest::new(pod, "n1"))
+                .await
+                .unwrap();
+        }
+        ipam.auto_assign(&AutoAssignRequest::new("c", "n2"))
+            .await
+            .unwrap();
+        assert_eq!(ipam_usage(&ds, "n1").await.unwrap(), (1, 2));
+        assert_eq!(ipam_usage(&ds, "n2").await.unwrap(), (1, 1));
     }
 
     #[test]
