@@ -12,6 +12,7 @@
 pub mod felix_inputs;
 pub mod render;
 pub mod secrets;
+pub mod watch;
 pub mod yaml;
 
 #[cfg(test)]
@@ -21,4 +22,5 @@ pub use felix_inputs::{FelixKey, FelixState, felix_diff, felix_state};
 pub use render::{
     PeerOrigin, Plan, RenderError, RenderedPeer, Resources, Warning, felix_config, plan, render,
 };
+pub use watch::{ConfdError, ConfdUpdate, RenderOptions, run};
 pub use yaml::speaker_yaml;

@@ -1,6 +1,5 @@
 //! Resource builders for the tests: a small cluster on the documentation ranges.
 
-
 use api::bgp::{BGPPassword, SecretKeyRef, ServiceCidr};
 use api::{
     AffinityState, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, BlockAffinity,
