@@ -1,1 +1,26 @@
-//! confd: resources in, speaker and felix configuration out. Pure.
+//! confd: resources in, speaker and felix configuration out.
+//!
+//! - [`render`]: pure, `(resources, node) -> bgp::config::Config` (Calico's mesh, route
+//!   reflector, BGPPeer and origination rules; see the module docs for each rule's source), and
+//!   [`felix_config`], the merged FelixConfiguration.
+//! - [`bird`]: the same plan as a BIRD 2 configuration file, for a node that runs BIRD.
+//! - [`felix_inputs`]: felix's inputs for a node, and the difference between two states.
+//! - [`watch`]: the loop that lists, watches, re-renders and sends only what changed.
+//! - [`secrets`]: BGP passwords from a mounted secrets directory; [`yaml`]: the speaker config as
+//!   `tabby-bgpd` YAML.
+
+pub mod felix_inputs;
+pub mod render;
+pub mod secrets;
+pub mod watch;
+pub mod yaml;
+
+#[cfg(test)]
+mod testutil;
+
+pub use felix_inputs::{FelixKey, FelixState, felix_diff, felix_state};
+pub use render::{
+    PeerOrigin, Plan, RenderError, RenderedPeer, Resources, Warning, felix_config, plan, render,
+};
+pub use watch::{ConfdError, ConfdUpdate, RenderOptions, run};
+pub use yaml::speaker_yaml;
