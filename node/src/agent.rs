@@ -4,7 +4,7 @@
 //!   datastore (dir: / memory:)
 //!      │ list + watch
 //!      ▼
-//!  ┌────────────┐ ConfigUpdate (mpsc)  ┌──────────────────────────── main loop ───────────────┐
+//!  ┌────────────┐ ConfdUpdate (mpsc)   ┌──────────────────────────── main loop ───────────────┐
 //!  │ confd watch│ ───────────────────▶ │ Speaker(cfg) ─▶ Speaker::start / replace_config      │
 //!  └────────────┘                      │ Felix(inputs), InSync ─▶ AgentMsg ──────┐            │
 //!  ┌────────────┐ Vec<BestChange>      │ best paths ─▶ Input::BgpRoute ──────────┤            │
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use bgp::config::Config as SpeakerConfig;
 use bgp::speaker::{BestChange, Speaker, SpeakerOptions};
+use confd::watch::{ConfdUpdate, RenderOptions};
 use datastore::Datastore;
 use felix::Input;
 use felix::agent::{AgentConfig, AgentMsg};
@@ -52,17 +53,6 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 pub const IPAM_INTERVAL: Duration = Duration::from_secs(10);
 /// The restart marker's file name, beside the control socket.
 pub const RESTART_MARKER: &str = "tabby-node.running";
-
-/// What the configuration source (confd's watch loop) hands the agent.
-#[derive(Debug)]
-pub enum ConfigUpdate {
-    /// The whole speaker configuration (the first one starts the speaker).
-    Speaker(Box<SpeakerConfig>),
-    /// Changed felix inputs.
-    Felix(Vec<Input>),
-    /// Everything has been sent once.
-    InSync,
-}
 
 /// Everything tabby-node runs with, resolved from flags and environment.
 #[derive(Clone, Debug)]
@@ -242,7 +232,7 @@ impl Running {
 pub async fn run(
     ds: Arc<dyn Datastore>,
     cfg: NodeConfig,
-    mut updates: mpsc::Receiver<ConfigUpdate>,
+    mut updates: mpsc::Receiver<ConfdUpdate>,
     shared: Shared,
 ) -> Result<(), Error> {
     let mut term = signal(SignalKind::terminate()).map_err(|source| Error::Io {
@@ -300,15 +290,15 @@ pub async fn run(
     loop {
         tokio::select! {
             u = updates.recv(), if updates_open => match u {
-                Some(ConfigUpdate::Speaker(c)) => {
+                Some(ConfdUpdate::Speaker(c)) => {
                     shared.lock().expect("snapshot lock").configured_peers = c.peers.len();
                     if let Err(e) = run.speaker_config(*c, &cfg.control_socket, restarting).await {
                         error!("applying the BGP configuration: {e}");
                     }
                     status_tick.reset_immediately();
                 }
-                Some(ConfigUpdate::Felix(inputs)) => run.send_felix(inputs).await,
-                Some(ConfigUpdate::InSync) => {
+                Some(ConfdUpdate::Felix(inputs)) => run.send_felix(inputs).await,
+                Some(ConfdUpdate::InSync) => {
                     run.pending_since.get_or_insert_with(Instant::now);
                     let _ = run.felix.send(AgentMsg::InSync).await;
                     shared.lock().expect("snapshot lock").confd_in_sync = true;
@@ -360,11 +350,20 @@ pub async fn run(
 }
 
 /// The configuration source: confd's watch loop over the datastore.
-pub fn config_source(_ds: Arc<dyn Datastore>, node: String) -> mpsc::Receiver<ConfigUpdate> {
+pub fn config_source(
+    ds: Arc<dyn Datastore>,
+    node: String,
+    secrets_dir: Option<PathBuf>,
+) -> mpsc::Receiver<ConfdUpdate> {
     let (tx, rx) = mpsc::channel(64);
+    let opts = RenderOptions {
+        secrets_dir,
+        ..RenderOptions::default()
+    };
     tokio::spawn(async move {
-        warn!(%node, "confd's watch loop is not wired in yet: no BGP or felix configuration");
-        tx.closed().await;
+        if let Err(e) = confd::watch::run(ds, node, opts, tx).await {
+            error!("{e}");
+        }
     });
     rx
 }

@@ -47,6 +47,9 @@ struct Args {
     /// The control socket `tabbyctl node status` / `node routes` read.
     #[arg(long, env = "TABBY_CONTROL_SOCKET", default_value = bgp::control::DEFAULT_SOCKET)]
     control_socket: PathBuf,
+    /// Where BGP password secrets are mounted (`<dir>/<secret>/<key>`).
+    #[arg(long, env = "TABBY_BGP_SECRETS_DIR")]
+    bgp_secrets_dir: Option<PathBuf>,
 }
 
 fn hostname() -> String {
@@ -104,10 +107,11 @@ fn config(args: Args) -> Result<NodeConfig, node::Error> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let datastore = args.datastore.clone();
+    let secrets = args.bgp_secrets_dir.clone();
     let cfg = config(args)?;
     let ds = datastore::open(&datastore)?;
     agent::startup(&ds, &cfg).await?;
-    let updates = agent::config_source(ds.clone(), cfg.node_name.clone());
+    let updates = agent::config_source(ds.clone(), cfg.node_name.clone(), secrets);
     agent::run(ds, cfg, updates, agent::shared_snapshot()).await?;
     Ok(())
 }
