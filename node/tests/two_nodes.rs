@@ -409,49 +409,123 @@ fn vm_rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
+impl Cluster {
+    /// Runs one phase of a test; on failure, prints routes and logs of every node first.
+    fn phase<T>(&mut self, f: impl FnOnce(&mut Cluster) -> T) -> T {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}", self.dump());
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+
+    fn routes(&self, i: usize) -> String {
+        String::from_utf8_lossy(&self.nodes[i].ns.exec(&["ip", "route"]).stdout).into_owned()
+    }
+
+    /// SIGTERM to node `i`'s tabby-node; it must exit 0.
+    fn stop(&mut self, i: usize) {
+        let pid = self.pid(i);
+        sh(&["kill", "-TERM", &pid.to_string()]);
+        let mut p = self.nodes[i].proc.take().unwrap();
+        let status = p.child.wait().unwrap();
+        assert!(status.success(), "tabby-node exit status {status}");
+    }
+
+    fn bgp_status(&self, i: usize) -> Option<bgp::speaker::StatusReport> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match rt.block_on(bgp::control::request(
+            &self.nodes[i].socket,
+            &bgp::control::Request::Status,
+        )) {
+            Ok(bgp::control::Response::Status(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 #[test]
 fn two_nodes_pods_ping_across_no_encap_then_vxlan() {
     let mut c = Cluster::new(2);
     c.start(0);
     c.start(1);
     // The nodes write the node-name file and the default pool before pods can be made.
-    wait_for("both node-name files", Duration::from_secs(20), || {
-        c.nodes.iter().all(|n| n.state.join("nodename").exists())
+    c.phase(|c| {
+        wait_for("both node-name files", Duration::from_secs(20), || {
+            c.nodes.iter().all(|n| n.state.join("nodename").exists())
+        })
     });
     let ip1 = c.add_pod(0, "pod-a");
     let ip2 = c.add_pod(1, "pod-b");
 
-    let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    c.phase(|c| {
         wait_for("readiness on both nodes", Duration::from_secs(60), || {
             c.ready(0) && c.ready(1)
         });
-        let t = wait_for(
+        wait_for(
             "pods to ping across nodes (no encapsulation)",
             Duration::from_secs(60),
             || c.ping(0, &ip2) && c.ping(1, &ip1),
         );
-        // No encapsulation: the remote block is routed straight to the other node.
-        let routes =
-            String::from_utf8_lossy(&c.nodes[0].ns.exec(&["ip", "route"]).stdout).into_owned();
+        // No encapsulation: the remote block is routed straight to the other node, learned
+        // over BGP; the session shows on the control socket as `tabbyctl node status` reads it.
         let via = format!("via {} dev eth0 proto 80", c.nodes[1].addr);
-        assert!(routes.contains(&via), "{routes}");
-        t
-    }));
-    if let Err(e) = t {
-        eprintln!("{}", c.dump());
-        std::panic::resume_unwind(e);
-    }
+        assert!(c.routes(0).contains(&via), "{}", c.routes(0));
+        let st = c.bgp_status(0).expect("status over the control socket");
+        assert_eq!(st.peers.len(), 1, "{st:?}");
+        assert_eq!(st.peers[0].state, "Established", "{st:?}");
+        assert_eq!(st.peers[0].address.to_string(), c.nodes[1].addr);
+        assert_eq!(
+            http_get(&c.nodes[0].ns, HEALTH_PORT, "/liveness").map(|r| r.0),
+            Some(200)
+        );
+    });
+
+    // SIGTERM node1: it exits 0, its routes stay in its kernel, and node2 keeps the route to
+    // node1's block (graceful restart: the session dropped without a NOTIFICATION).
+    c.phase(|c| {
+        c.stop(0);
+        let via1 = format!("via {} dev eth0 proto 80", c.nodes[0].addr);
+        let via2 = format!("via {} dev eth0 proto 80", c.nodes[1].addr);
+        for _ in 0..10 {
+            assert!(
+                c.routes(1).contains(&via1),
+                "node2 lost node1's block:\n{}",
+                c.routes(1)
+            );
+            assert!(
+                c.routes(0).contains(&via2),
+                "node1's routes went:\n{}",
+                c.routes(0)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert!(
+            c.ping(1, &ip1),
+            "pods keep talking while node1's agent is down"
+        );
+        let st = c.bgp_status(1).expect("node2's status");
+        assert!(
+            st.peers[0].state != "Established" && st.peers[0].stale >= 1,
+            "node2 should hold node1's routes as stale: {st:?}"
+        );
+        c.start(0);
+        wait_for("node1 to converge again", Duration::from_secs(60), || {
+            c.ready(0) && c.ready(1) && c.ping(0, &ip2) && c.ping(1, &ip1)
+        });
+    });
 
     c.set_pool_modes(EncapMode::Never, EncapMode::Always);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let t = c.phase(|c| {
         let t = wait_for(
             "pods to ping across nodes (VXLAN)",
             Duration::from_secs(60),
-            || {
-                let routes = String::from_utf8_lossy(&c.nodes[0].ns.exec(&["ip", "route"]).stdout)
-                    .into_owned();
-                routes.contains("dev vxlan.calico") && c.ping(0, &ip2) && c.ping(1, &ip1)
-            },
+            || c.routes(0).contains("dev vxlan.calico") && c.ping(0, &ip2) && c.ping(1, &ip1),
         );
         wait_for(
             "readiness after the switch",
@@ -462,38 +536,28 @@ fn two_nodes_pods_ping_across_no_encap_then_vxlan() {
             http_get(&c.nodes[0].ns, HEALTH_PORT, "/metrics").is_some_and(|(code, m)| {
                 code == 200
                     && m.contains("tabby_felix_in_sync 1")
+                    && m.contains("tabby_bgp_peers{state=\"Established\"} 1")
                     && m.contains("tabby_ipam_blocks{node=\"node1\"} 1")
             })
         });
         t
-    }));
-    match r {
-        Ok(t) => {
-            for i in 0..2 {
-                eprintln!(
-                    "{}: VmRSS {} kB; VXLAN switch converged in {t:?}",
-                    c.nodes[i].name,
-                    vm_rss_kb(c.pid(i)).unwrap_or(0)
-                );
-            }
-        }
-        Err(e) => {
-            eprintln!("{}", c.dump());
-            std::panic::resume_unwind(e);
-        }
+    });
+    for i in 0..2 {
+        eprintln!(
+            "{}: VmRSS {} kB; VXLAN switch converged in {t:?}",
+            c.nodes[i].name,
+            vm_rss_kb(c.pid(i)).unwrap_or(0)
+        );
     }
 
-    // SIGTERM: exit 0 and the kernel routes stay.
-    for i in 0..2 {
-        let pid = c.pid(i);
-        sh(&["kill", "-TERM", &pid.to_string()]);
-        let status = c.nodes[i].proc.as_mut().unwrap().child.wait().unwrap();
-        assert!(status.success(), "tabby-node exit status {status}");
-    }
-    let routes = String::from_utf8_lossy(&c.nodes[0].ns.exec(&["ip", "route"]).stdout).into_owned();
-    assert!(routes.contains("dev vxlan.calico"), "{routes}");
-    assert!(
-        c.ping(0, &ip2),
-        "pods still reach each other with the agents stopped"
-    );
+    // SIGTERM both: exit 0, and the kernel state stays: pods still reach each other.
+    c.phase(|c| {
+        c.stop(0);
+        c.stop(1);
+        assert!(c.routes(0).contains("dev vxlan.calico"), "{}", c.routes(0));
+        assert!(
+            c.ping(0, &ip2),
+            "pods still reach each other with the agents stopped"
+        );
+    });
 }
