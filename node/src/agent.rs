@@ -1,30 +1,33 @@
 //! The wiring: one process, these tasks and channels.
 //!
 //! ```text
-//!   datastore (dir: / memory:)
-//!      │ list + watch
-//!      ▼
-//!  ┌────────────┐ ConfdUpdate (mpsc)   ┌──────────────────────────── main loop ───────────────┐
-//!  │ confd watch│ ───────────────────▶ │ Speaker(cfg) ─▶ Speaker::start / replace_config      │
-//!  └────────────┘                      │ Felix(inputs), InSync ─▶ AgentMsg ──────┐            │
-//!  ┌────────────┐ Vec<BestChange>      │ best paths ─▶ Input::BgpRoute ──────────┤            │
-//!  │ BGP speaker│ ───────────────────▶ │                                         │            │
-//!  │  sessions  │ ◀── status_report ── │ every 2 s: speaker status ─┐            │ (mpsc)     │
-//!  └─────┬──────┘                      │ felix Status (watch) ──────┼─▶ Snapshot │            │
-//!        │ Speaker clone               │ SIGTERM/SIGINT ─▶ exit(0)  │  (Mutex)   ▼            │
-//!        ▼                             └────────────────────────────┼────── felix agent ──────┘
-//!   control socket (bgp::control)                                   │    (calc + managers
-//!   ◀── tabbyctl node status/routes                                  │     ─▶ kernel)
-//!  ┌─────────────────┐ IPPool watch ─▶ reconcile_tunnels            ▼
-//!  │ tunnel task     │ (IPAM: ipip/vxlan-tunnel-addr-<node>)   HTTP: /liveness /readiness
-//!  └─────────────────┘                                          /metrics (+ IPAM usage, 10 s)
+//!  datastore ──list+watch──▶ confd::watch ──ConfdUpdate (mpsc)──┐
+//!      │                                                         ▼
+//!      │            ┌──────────────────────── main loop (select!) ─────────────────────────┐
+//!      │            │ Speaker(cfg) ──▶ Speaker::start_with / replace_config                │
+//!      │            │ Felix(inputs), InSync ───────────────┐                               │
+//!      │            │ best paths ──▶ Input::BgpRoute ──────┼──AgentMsg (mpsc)──▶ felix agent ──▶ kernel
+//!      │            │ felix Status (watch) ──┐             │                       (calc +   │
+//!      │            │ status tick (2 s) ─────┼──▶ Snapshot (Arc<Mutex>)            managers) │
+//!      │            │ SIGTERM / SIGINT ──▶ exit(0)   ▲                                     │
+//!      │            └────────────────────────────────┼─────────────────────────────────────┘
+//!      │   BGP speaker ◀──Speaker clone── control socket ◀── tabbyctl node status / routes
+//!      │     │ Vec<BestChange> (mpsc) ──▶ main loop  │
+//!      │     └─ status_report ───────────────────────┤
+//!      ├──IPPool watch──▶ tunnel task ──▶ IPAM + Node (tunnel addresses, VTEP MAC)
+//!      └──every 10 s───▶ IPAM usage task ────────────┤
+//!                                                    ▼
+//!                           HTTP responder: /liveness /readiness /metrics
 //! ```
 //!
-//! Shutdown (SIGTERM, SIGINT): felix's input channel closes (felix leaves the kernel as it is,
-//! see `felix::agent`), and the process exits without closing BGP sessions with a NOTIFICATION:
-//! the kernel closes the TCP connections, which RFC 4724 §4.2 peers treat as a graceful restart,
-//! keeping our routes (stale) for the restart time we advertised. The restart marker stays, so
-//! the next start sets the Restart State bit and peers keep those routes until our End-of-RIB.
+//! Shutdown (SIGTERM, SIGINT): the process exits with status 0 without a word to anyone.
+//! felix stops where it is (it never removes kernel state on the way out), and no BGP session
+//! is closed with a NOTIFICATION: the kernel closes the TCP connections, which an RFC 4724 §4.2
+//! helper (every tabby node, BIRD with `graceful restart`) treats as a graceful restart, keeping
+//! our routes, marked stale, for the Restart Time we advertised (confd renders it, 120 s by
+//! default). The restart marker (`tabby-node.running` beside the control socket) stays, so the
+//! next start sets the Restart State bit and peers keep those routes until our End-of-RIB. The
+//! run directory is a tmpfs: after a reboot, which loses the kernel routes too, the bit is clear.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,6 +185,9 @@ struct Running {
     felix: mpsc::Sender<AgentMsg>,
     /// When felix was last given inputs it has not applied yet.
     pending_since: Option<Instant>,
+    /// A speaker config that could not be applied (say, port 179 still taken): retried on
+    /// every status tick until it is, or until confd sends a newer one.
+    failed_config: Option<SpeakerConfig>,
 }
 
 impl Running {
@@ -259,7 +265,10 @@ pub async fn run(
         warn!(marker = %marker.display(), error = %e, "writing the restart marker");
     }
     if restarting {
-        info!("the last run did not end with a reboot: restarting gracefully (RFC 4724 R bit)");
+        info!(
+            marker = %marker.display(),
+            "restart marker found: the last run ended without a reboot and the kernel kept its routes; restarting gracefully (RFC 4724 R bit)"
+        );
     }
 
     let (handle, felix_rx, felix_status) = felix::agent::channels();
@@ -283,6 +292,7 @@ pub async fn run(
         best: None,
         felix: handle.tx.clone(),
         pending_since: None,
+        failed_config: None,
     };
     let mut last_passes = 0;
     let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
@@ -292,8 +302,11 @@ pub async fn run(
             u = updates.recv(), if updates_open => match u {
                 Some(ConfdUpdate::Speaker(c)) => {
                     shared.lock().expect("snapshot lock").configured_peers = c.peers.len();
-                    if let Err(e) = run.speaker_config(*c, &cfg.control_socket, restarting).await {
-                        error!("applying the BGP configuration: {e}");
+                    if let Err(e) = run.speaker_config((*c).clone(), &cfg.control_socket, restarting).await {
+                        error!("applying the BGP configuration (retrying every {STATUS_INTERVAL:?}): {e}");
+                        run.failed_config = Some(*c);
+                    } else {
+                        run.failed_config = None;
                     }
                     status_tick.reset_immediately();
                 }
@@ -327,6 +340,12 @@ pub async fn run(
                 s.felix = st;
             }
             _ = status_tick.tick() => {
+                if let Some(c) = run.failed_config.take()
+                    && let Err(e) = run.speaker_config(c.clone(), &cfg.control_socket, restarting).await
+                {
+                    debug!("applying the BGP configuration: {e}");
+                    run.failed_config = Some(c);
+                }
                 if let Some(sp) = &run.speaker {
                     match sp.status_report().await {
                         Ok(r) => shared.lock().expect("snapshot lock").speaker = Some(r),

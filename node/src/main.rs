@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, env = "TABBY_STATE_DIR", default_value = "/var/lib/tabby")]
     state_dir: PathBuf,
     /// Calico's IP_AUTODETECTION_METHOD: first-found, interface=REGEX, skip-interface=REGEX,
-    /// can-reach=DEST, cidr=CIDR[,CIDR].
+    /// can-reach=DEST, `cidr=CIDR[,CIDR]`.
     #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
     ip_autodetection_method: String,
     /// The node address with prefix length, instead of autodetection (Calico's IP env).
@@ -89,7 +89,17 @@ fn config(args: Args) -> Result<NodeConfig, node::Error> {
         }
         None => autodetect::detect(&args.ip_autodetection_method.parse::<Method>()?)?,
     };
-    let underlay_dev = args.underlay_dev.unwrap_or(found.iface.clone());
+    let underlay_dev = match args.underlay_dev {
+        Some(d) => d,
+        None if !found.iface.is_empty() => found.iface.clone(),
+        None => {
+            return Err(node::Error::Setting {
+                name: "IP".into(),
+                value: found.addr.to_string(),
+                reason: "no local interface holds this address: set --underlay-dev".into(),
+            });
+        }
+    };
     info!(node = %node_name, address = %found.addr, interface = %found.iface, "node address");
     Ok(NodeConfig {
         mtu_file: Some(args.state_dir.join("mtu")),

@@ -252,7 +252,12 @@ impl Cluster {
 
     fn start(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        let log = std::fs::File::create(n.state.join("tabby-node.log")).unwrap();
+        // Appended to, so that a restarted node's log follows the first run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.state.join("tabby-node.log"))
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &n.ns.name])
             .arg(env!("CARGO_BIN_EXE_tabby-node"))
@@ -548,6 +553,12 @@ fn two_nodes_pods_ping_across_no_encap_then_vxlan() {
             c.nodes[i].name,
             vm_rss_kb(c.pid(i)).unwrap_or(0)
         );
+    }
+
+    if std::env::var_os("TABBY_E2E_LOGS").is_some() {
+        for i in 0..2 {
+            eprintln!("--- {} log:\n{}", c.nodes[i].name, c.log(i));
+        }
     }
 
     // SIGTERM both: exit 0, and the kernel state stays: pods still reach each other.
