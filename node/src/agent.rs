@@ -84,39 +84,75 @@ pub async fn startup(ds: &Arc<dyn Datastore>, cfg: &NodeConfig) -> Result<(), Er
     Ok(())
 }
 
-/// Re-runs [`startup::reconcile_tunnels`] whenever IPPools (or Nodes: labels feed pool node
-/// selectors) change; a failure is retried after a second.
+/// Whether a datastore change can change which tunnel addresses this node needs: any IPPool
+/// change, or a change of this node's labels (pool node selectors). Our own tunnel-address
+/// writes to the Node do not count, or each would trigger the next.
+pub fn tunnel_relevant(
+    ev: &datastore::WatchEvent,
+    node: &str,
+    labels: &mut Option<std::collections::BTreeMap<String, String>>,
+) -> bool {
+    match ev.resource() {
+        api::Resource::IPPool(_) => true,
+        api::Resource::Node(n) if n.metadata.name == node => {
+            let now = match ev {
+                datastore::WatchEvent::Deleted { .. } => None,
+                _ => Some(n.metadata.labels.clone()),
+            };
+            let changed = *labels != now;
+            *labels = now;
+            changed
+        }
+        _ => false,
+    }
+}
+
+/// Re-runs [`startup::reconcile_tunnels`] whenever [`tunnel_relevant`] says so; a failure is
+/// retried after a second.
 async fn tunnel_task(ds: Arc<dyn Datastore>, node: String) {
+    let retry = || tokio::time::sleep(Duration::from_secs(1));
     loop {
-        let after = match ds.list(api::Kind::IPPool).await {
-            Ok(l) => l.revision,
+        let (after, mut labels) = match ds.list(api::Kind::Node).await {
+            Ok(l) => {
+                let labels = l.items.iter().find_map(|r| match r {
+                    api::Resource::Node(n) if n.metadata.name == node => {
+                        Some(n.metadata.labels.clone())
+                    }
+                    _ => None,
+                });
+                (l.revision, labels)
+            }
             Err(e) => {
-                warn!(error = %e, "listing IPPools for tunnel addresses");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                warn!(error = %e, "listing Nodes for tunnel addresses");
+                retry().await;
                 continue;
             }
         };
         if let Err(e) = startup::reconcile_tunnels(&ds, &node).await {
             warn!(error = %e, "reconciling tunnel addresses");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            retry().await;
             continue;
         }
-        let mut w = match ds.watch(Some(api::Kind::IPPool), after).await {
+        let mut w = match ds.watch(None, after).await {
             Ok(w) => w,
             Err(e) => {
-                warn!(error = %e, "watching IPPools");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                warn!(error = %e, "watching IPPools and Nodes");
+                retry().await;
                 continue;
             }
         };
         loop {
             match w.next().await {
-                Some(Ok(_)) => {
+                Some(Ok(ev)) => {
+                    if !tunnel_relevant(&ev, &node, &mut labels) {
+                        continue;
+                    }
                     // A switch between modes often comes as a few writes: let them land.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    while let Ok(Some(Ok(_))) =
+                    while let Ok(Some(Ok(ev))) =
                         tokio::time::timeout(Duration::from_millis(1), w.next()).await
                     {
+                        tunnel_relevant(&ev, &node, &mut labels);
                     }
                     if let Err(e) = startup::reconcile_tunnels(&ds, &node).await {
                         warn!(error = %e, "reconciling tunnel addresses");
@@ -124,12 +160,13 @@ async fn tunnel_task(ds: Arc<dyn Datastore>, node: String) {
                     }
                 }
                 Some(Err(e)) => {
-                    debug!(error = %e, "IPPool watch ended: re-listing");
+                    debug!(error = %e, "watch ended: re-listing");
                     break;
                 }
                 None => break,
             }
         }
+        retry().await;
     }
 }
 
@@ -146,6 +183,29 @@ async fn ipam_task(ds: Arc<dyn Datastore>, node: String, shared: Shared) {
         }
         tokio::time::sleep(IPAM_INTERVAL).await;
     }
+}
+
+/// Folds a felix status into the snapshot: route counters add up over passes (felix reports
+/// only the last pass), and the first pass after inputs were sent closes a convergence
+/// measurement. Passes a watch coalesced are counted once.
+pub fn record_felix_status(
+    s: &mut Snapshot,
+    st: felix::agent::Status,
+    last_passes: &mut u64,
+    pending_since: &mut Option<Instant>,
+) {
+    if st.passes > *last_passes {
+        s.routes_replaced += st.routes.replaced as u64;
+        s.routes_deleted += st.routes.deleted as u64;
+        s.routes_failed += st.routes.failed as u64;
+        *last_passes = st.passes;
+        if st.in_sync
+            && let Some(t) = pending_since.take()
+        {
+            s.convergence.observe(t.elapsed());
+        }
+    }
+    s.felix = st;
 }
 
 /// felix inputs for a batch of best-path changes: remote paths become routes; our own
@@ -328,16 +388,7 @@ pub async fn run(
             Ok(()) = status.changed() => {
                 let st = status.borrow_and_update().clone();
                 let mut s = shared.lock().expect("snapshot lock");
-                if st.passes > last_passes {
-                    s.routes_replaced += st.routes.replaced as u64;
-                    s.routes_deleted += st.routes.deleted as u64;
-                    s.routes_failed += st.routes.failed as u64;
-                    last_passes = st.passes;
-                    if st.in_sync && let Some(t) = run.pending_since.take() {
-                        s.convergence.observe(t.elapsed());
-                    }
-                }
-                s.felix = st;
+                record_felix_status(&mut s, st, &mut last_passes, &mut run.pending_since);
             }
             _ = status_tick.tick() => {
                 if let Some(c) = run.failed_config.take()
@@ -395,6 +446,57 @@ pub fn shared_snapshot() -> Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn felix_status_feeds_counters_and_convergence() {
+        let mut s = Snapshot::default();
+        let mut last = 0;
+        let mut pending = Some(Instant::now());
+        // Before InSync: counted, but no convergence sample yet.
+        let mut st = felix::agent::Status {
+            passes: 1,
+            ..Default::default()
+        };
+        st.routes.replaced = 3;
+        record_felix_status(&mut s, st.clone(), &mut last, &mut pending);
+        assert_eq!(s.routes_replaced, 3);
+        assert_eq!(s.convergence.count, 0);
+        assert!(pending.is_some());
+        // The first in-sync pass closes the measurement.
+        st.passes = 2;
+        st.in_sync = true;
+        st.routes.replaced = 2;
+        st.routes.deleted = 1;
+        record_felix_status(&mut s, st.clone(), &mut last, &mut pending);
+        assert_eq!((s.routes_replaced, s.routes_deleted), (5, 1));
+        assert_eq!(s.convergence.count, 1);
+        assert!(pending.is_none());
+        // The same status again (a watch wake-up without a new pass) counts nothing.
+        record_felix_status(&mut s, st, &mut last, &mut pending);
+        assert_eq!(s.routes_replaced, 5);
+        assert!(s.felix.in_sync);
+    }
+
+    #[test]
+    fn tunnel_task_reacts_to_pools_and_own_labels_only() {
+        use datastore::{Revision, WatchEvent};
+        let ev = |r: api::Resource| WatchEvent::Modified {
+            revision: Revision(1),
+            resource: r,
+        };
+        let mut labels = Some(Default::default());
+        let pool = api::IPPool::new("p", Default::default());
+        assert!(tunnel_relevant(&ev(pool.into()), "n1", &mut labels));
+        let mut n1 = api::Node::new("n1", Default::default());
+        // Our own tunnel-address write: labels unchanged.
+        assert!(!tunnel_relevant(&ev(n1.clone().into()), "n1", &mut labels));
+        n1.metadata.labels.insert("rack".into(), "r1".into());
+        assert!(tunnel_relevant(&ev(n1.clone().into()), "n1", &mut labels));
+        assert!(!tunnel_relevant(&ev(n1.into()), "n1", &mut labels));
+        let mut n2 = api::Node::new("n2", Default::default());
+        n2.metadata.labels.insert("rack".into(), "r2".into());
+        assert!(!tunnel_relevant(&ev(n2.into()), "n1", &mut labels));
+    }
 
     #[test]
     fn best_paths_become_bgp_routes() {
