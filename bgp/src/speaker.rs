@@ -33,6 +33,12 @@
 //!   bit. Every initial advertisement ends with End-of-RIB per family ([`Rib::peer_up`]).
 //!   Whether the speaker restarted is the caller's knowledge: `tabby-bgpd` keeps a marker
 //!   file (see the binary).
+//! - Limits: the [`Listener`] hands incoming connections to peers by source address only,
+//!   so of two peers on one address (different ports) only the last registered gets them;
+//!   the RIB's import policy (its protected addresses) is the one of the config the speaker
+//!   started with until a speaker-wide change; a session's local address is its only next
+//!   hop for next-hop-self, so IPv6 routes over an IPv4 session (and the reverse) cannot be
+//!   sent with our next hop.
 //! - Max-prefix with action stop sends the Cease and leaves the session down
 //!   (AutomaticStop) until the next [`Speaker::replace_config`] (tabby-bgpd: SIGHUP), which
 //!   starts it again, with the new limit if it changed.
