@@ -5,182 +5,14 @@
 //! temp file removed on drop, also when the test fails.
 
 mod daemons;
+mod interop_speaker_harness;
 
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bgp::control::{self, Request, Response};
-use bgp::speaker::{PeerStatus, Route, StatusReport};
+use bgp::speaker::PeerStatus;
 use daemons::{Bird, in_netns, poll};
-
-const SECS: Duration = Duration::from_secs(20);
-
-/// A `tabby-bgpd` process with its config, socket and log in `dir` (owned by the test, so
-/// a restarted daemon finds its restart marker).
-struct Bgpd {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Bgpd {
-    fn start(dir: &Path, yaml: &str) -> Bgpd {
-        std::fs::write(dir.join("bgpd.yaml"), yaml).expect("writing the config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("bgpd.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabby-bgpd"));
-        cmd.arg("--config")
-            .arg(dir.join("bgpd.yaml"))
-            .arg("--socket")
-            .arg(dir.join("bgp.sock"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("starting tabby-bgpd");
-        let b = Bgpd {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-        };
-        let up = std::iter::repeat_with(|| {
-            std::thread::sleep(Duration::from_millis(100));
-            b.socket().exists()
-        })
-        .take(100)
-        .any(|x| x);
-        assert!(up, "tabby-bgpd did not start: {}", b.output());
-        b
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("bgp.sock")
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.join("bgpd.log")).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.as_ref().expect("running").id();
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(pid as libc::pid_t, sig) };
-    }
-
-    /// Rewrites the config and sends SIGHUP.
-    fn reload(&self, yaml: &str) {
-        std::fs::write(self.dir.join("bgpd.yaml"), yaml).expect("writing the config");
-        self.signal(libc::SIGHUP);
-    }
-
-    /// kill -9, as a crash would.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let mut c = self.child.take().expect("running");
-        for _ in 0..100 {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = c.kill();
-        panic!("tabby-bgpd did not exit on SIGTERM: {}", self.output());
-    }
-
-    async fn status(&self) -> StatusReport {
-        match control::request(&self.socket(), &Request::Status).await {
-            Ok(Response::Status(s)) => s,
-            other => panic!("status: {other:?}"),
-        }
-    }
-
-    async fn routes(&self) -> Vec<Route> {
-        match control::request(&self.socket(), &Request::Routes).await {
-            Ok(Response::Routes(r)) => r,
-            other => panic!("routes: {other:?}"),
-        }
-    }
-
-    async fn find_peer(&self, addr: &str) -> Option<PeerStatus> {
-        let a: IpAddr = addr.parse().unwrap();
-        self.status()
-            .await
-            .peers
-            .into_iter()
-            .find(|p| p.address == a)
-    }
-
-    async fn peer(&self, addr: &str) -> PeerStatus {
-        self.find_peer(addr)
-            .await
-            .unwrap_or_else(|| panic!("no peer {addr}"))
-    }
-
-    /// Waits until the session with `addr` is configured and Established.
-    async fn wait_established(&self, addr: &str) -> PeerStatus {
-        let end = tokio::time::Instant::now() + SECS;
-        loop {
-            let p = self.find_peer(addr).await;
-            if let Some(p) = p.as_ref().filter(|p| p.state == "Established") {
-                return p.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "session with {addr} not Established: {p:?}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Waits until the Loc-RIB has `prefix` (with a route satisfying `pred`).
-    async fn learns(&self, prefix: &str, pred: impl Fn(&Route) -> bool) -> Route {
-        let p: ipnet::IpNet = prefix.parse().unwrap();
-        let end = tokio::time::Instant::now() + SECS;
-        loop {
-            if let Some(r) = self
-                .routes()
-                .await
-                .into_iter()
-                .find(|r| r.prefix == p && pred(r))
-            {
-                return r;
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "tabby-bgpd did not learn {prefix}: {:?}\n{}",
-                self.routes().await,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Bgpd {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use interop_speaker_harness::{Bgpd, SECS};
 
 /// A BIRD with static routes to export and the given BGP protocols (name, body).
 fn bird_conf(router_id: &str, statics: &[&str], protocols: &[(&str, &str)]) -> String {
@@ -547,9 +379,11 @@ fn bgpd_max_prefix_warn_keeps_the_session() {
                 &bird_bgp("127.0.0.2", 65002, "127.0.0.1", 64512, ""),
             )],
         ));
-        let bgpd = Bgpd::start(
+        // On one thread, as BIRD runs.
+        let bgpd = Bgpd::start_with(
             dir.path(),
             "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: 2\n    max_prefix_action: warn\n",
+            &["--threads", "1"],
         );
         bgpd.learns("198.18.1.128/26", |_| true).await;
         bgpd.learns("198.18.1.0/26", |_| true).await;
