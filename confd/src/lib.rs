@@ -9,6 +9,7 @@
 //! - [`secrets`]: BGP passwords from a mounted secrets directory; [`yaml`]: the speaker config as
 //!   `tabby-bgpd` YAML.
 
+pub mod bird;
 pub mod felix_inputs;
 pub mod render;
 pub mod secrets;
@@ -18,6 +19,7 @@ pub mod yaml;
 #[cfg(test)]
 mod testutil;
 
+pub use bird::{BirdOptions, render_bird};
 pub use felix_inputs::{FelixKey, FelixState, felix_diff, felix_state};
 pub use render::{
     PeerOrigin, Plan, RenderError, RenderedPeer, Resources, Warning, felix_config, plan, render,
