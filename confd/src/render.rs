@@ -378,6 +378,14 @@ pub fn plan(res: &Resources, node: &str) -> Result<Plan, RenderError> {
             Some(p) => format!("BGPPeer/{p}"),
             None => format!("Node/{}", c.node.as_deref().unwrap_or("?")),
         };
+        if c.address.is_unspecified() || c.address.is_multicast() {
+            warn(
+                &mut cx.warnings,
+                who,
+                format!("{} is not a unicast address: skipped", c.address),
+            );
+            continue;
+        }
         let ibgp = c.asn == my_asn;
         let spec = c.spec.as_ref();
         let password = match (c.origin, spec) {

@@ -5,7 +5,7 @@ use crate::testutil::*;
 
 /// Runs `bird -p` (parse the configuration and exit) on `text`; panics with BIRD's message.
 fn bird_parses(name: &str, text: &str) {
-    let dir = std::env::temp_dir().join(format!("tabby-confd-bird-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tabby-confd-bird-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(format!("{name}.conf"));
     std::fs::write(&file, text).unwrap();
@@ -16,6 +16,7 @@ fn bird_parses(name: &str, text: &str) {
         .output()
         .unwrap_or_else(|e| panic!("running `bird -p` (Debian package bird2): {e}"));
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir(&dir);
     assert!(
         out.status.success(),
         "bird -p rejects the {name} config: {}{}\n{text}",
