@@ -83,6 +83,24 @@ pub enum ConfdError {
     EmptyNodeName,
 }
 
+/// Lists everything the render reads, once: for one-shot renders (`tabbyctl`, writing a BIRD
+/// config in the lab). Secrets are read from `secrets_dir` when given.
+pub async fn snapshot(
+    ds: &dyn Datastore,
+    secrets_dir: Option<&std::path::Path>,
+) -> Result<Resources, DsError> {
+    let mut res = Resources::default();
+    for kind in KINDS {
+        for r in ds.list(kind).await?.items {
+            res.insert(r);
+        }
+    }
+    if let Some(dir) = secrets_dir {
+        res.secrets = crate::secrets::load(dir, &res);
+    }
+    Ok(res)
+}
+
 /// Runs until `out` is closed (then returns `Ok`). Datastore errors are retried forever.
 pub async fn run(
     ds: Arc<dyn Datastore>,
@@ -262,19 +280,7 @@ impl Loop {
     }
 
     fn resources(&self) -> Resources {
-        let mut res = Resources::default();
-        for r in self.cache.values() {
-            match r.clone() {
-                Resource::IPPool(o) => res.pools.push(o),
-                Resource::Node(o) => res.nodes.push(o),
-                Resource::BGPConfiguration(o) => res.bgp_configurations.push(o),
-                Resource::BGPPeer(o) => res.bgp_peers.push(o),
-                Resource::FelixConfiguration(o) => res.felix_configurations.push(o),
-                Resource::BlockAffinity(o) => res.affinities.push(o),
-                Resource::WorkloadEndpoint(o) => res.workloads.push(o),
-                _ => {}
-            }
-        }
+        let mut res: Resources = self.cache.values().cloned().collect();
         if let Some(dir) = &self.opts.secrets_dir {
             res.secrets = crate::secrets::load(dir, &res);
         }
@@ -607,6 +613,18 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(next(&mut rx).await, ConfdUpdate::Speaker(c) if c.peers.len() == 3));
+    }
+
+    #[tokio::test]
+    async fn snapshot_lists_what_the_render_reads() {
+        let ds = MemoryDatastore::new();
+        seed(&ds).await;
+        let res = snapshot(&ds, None).await.unwrap();
+        assert_eq!(
+            crate::render(&res, "n1").unwrap(),
+            crate::render(&three_nodes(), "n1").unwrap()
+        );
+        assert_eq!(res.workloads.len(), 1);
     }
 
     #[tokio::test]
