@@ -127,8 +127,10 @@ pub async fn run(
         backoff: Duration::ZERO,
     };
     async move {
-        lp.relist().await;
-        if !lp.publish().await || lp.out.send(ConfdUpdate::InSync).await.is_err() {
+        if !lp.relist().await
+            || !lp.publish().await
+            || lp.out.send(ConfdUpdate::InSync).await.is_err()
+        {
             return;
         }
         info!(revision = %lp.revision, resources = lp.cache.len(), "in sync");
@@ -162,9 +164,13 @@ impl Loop {
         tokio::time::sleep(self.backoff).await;
     }
 
-    /// Lists every kind until it succeeds, then replaces the cache.
-    async fn relist(&mut self) {
+    /// Lists every kind until it succeeds, then replaces the cache. Returns false if `out` was
+    /// closed meanwhile.
+    async fn relist(&mut self) -> bool {
         loop {
+            if self.out.is_closed() {
+                return false;
+            }
             match self.list_all().await {
                 Ok((cache, listed_at)) => {
                     self.backoff = Duration::ZERO;
@@ -172,7 +178,7 @@ impl Loop {
                     // Watch from the oldest list; newer kinds skip what they already have.
                     self.revision = listed_at.values().copied().min().unwrap_or_default();
                     self.listed_at = listed_at;
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     warn!(error = %e, "listing resources failed; keeping the last state and retrying");
@@ -207,8 +213,7 @@ impl Loop {
                 Ok(w) => w,
                 Err(DsError::TooOld { .. }) => {
                     info!(revision = %self.revision, "watch revision compacted; listing again");
-                    self.relist().await;
-                    if !self.publish().await {
+                    if !self.relist().await || !self.publish().await {
                         return;
                     }
                     continue;
@@ -235,8 +240,7 @@ impl Loop {
                         }
                         Some(Err(DsError::TooOld { .. })) => {
                             info!(revision = %self.revision, "watch fell behind compaction; listing again");
-                            self.relist().await;
-                            if !self.publish().await {
+                            if !self.relist().await || !self.publish().await {
                                 return;
                             }
                             break;
@@ -613,6 +617,29 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(next(&mut rx).await, ConfdUpdate::Speaker(c) if c.peers.len() == 3));
+    }
+
+    #[tokio::test]
+    async fn stops_during_an_outage_when_the_receiver_is_dropped() {
+        let ds = Flaky {
+            inner: MemoryDatastore::new(),
+            failures: AtomicUsize::new(usize::MAX),
+            lists: AtomicUsize::new(0),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let opts = RenderOptions {
+            retry_min: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            ..RenderOptions::default()
+        };
+        let task = tokio::spawn(run(Arc::new(ds), "n1".into(), opts, tx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
