@@ -85,6 +85,33 @@ pub struct Resources {
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+impl Resources {
+    /// Adds one resource to its list; kinds the render does not read are ignored.
+    pub fn insert(&mut self, r: api::Resource) {
+        use api::Resource as R;
+        match r {
+            R::IPPool(o) => self.pools.push(o),
+            R::Node(o) => self.nodes.push(o),
+            R::BGPConfiguration(o) => self.bgp_configurations.push(o),
+            R::BGPPeer(o) => self.bgp_peers.push(o),
+            R::FelixConfiguration(o) => self.felix_configurations.push(o),
+            R::BlockAffinity(o) => self.affinities.push(o),
+            R::WorkloadEndpoint(o) => self.workloads.push(o),
+            R::IPAMConfig(_) | R::ClusterInformation(_) | R::IPAMBlock(_) | R::IPAMHandle(_) => {}
+        }
+    }
+}
+
+impl FromIterator<api::Resource> for Resources {
+    fn from_iter<I: IntoIterator<Item = api::Resource>>(iter: I) -> Resources {
+        let mut res = Resources::default();
+        for r in iter {
+            res.insert(r);
+        }
+        res
+    }
+}
+
 /// Why a node's configuration cannot be rendered at all. Problems with single BGPPeers are
 /// [`Warning`]s instead: the peer is skipped and the rest still renders.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -378,6 +405,14 @@ pub fn plan(res: &Resources, node: &str) -> Result<Plan, RenderError> {
             Some(p) => format!("BGPPeer/{p}"),
             None => format!("Node/{}", c.node.as_deref().unwrap_or("?")),
         };
+        if c.address.is_unspecified() || c.address.is_multicast() {
+            warn(
+                &mut cx.warnings,
+                who,
+                format!("{} is not a unicast address: skipped", c.address),
+            );
+            continue;
+        }
         let ibgp = c.asn == my_asn;
         let spec = c.spec.as_ref();
         let password = match (c.origin, spec) {

@@ -140,3 +140,109 @@ pub fn route_reflectors() -> Resources {
     ));
     res
 }
+
+/// The topologies every renderer is snapshot-tested on: (name, resources, node to render).
+pub fn topologies() -> Vec<(&'static str, Resources, &'static str)> {
+    use api::BGPPeerSpec;
+    use api::bgp::BGPConfigurationSpec;
+
+    let mut out = vec![("full_mesh", three_nodes(), "n1")];
+    out.push(("route_reflectors_client", route_reflectors(), "n1"));
+    out.push(("route_reflectors_rr", route_reflectors(), "rr1"));
+
+    let mut res = three_nodes();
+    res.bgp_peers.push(peer(
+        "tor",
+        BGPPeerSpec {
+            peer_ip: Some("192.0.2.1:1179".into()),
+            as_number: Some(64512),
+            password: password("bgp-passwords", "tor"),
+            ..BGPPeerSpec::default()
+        },
+    ));
+    secret(&mut res, "bgp-passwords", "tor", "s3cret");
+    out.push(("global_peer_port_password", res, "n1"));
+
+    let mut res = three_nodes();
+    res.bgp_peers.push(peer(
+        "n1-tor",
+        BGPPeerSpec {
+            node: Some("n1".into()),
+            peer_ip: Some("192.0.2.1".into()),
+            as_number: Some(65001),
+            ..BGPPeerSpec::default()
+        },
+    ));
+    out.push(("per_node_peer", res, "n1"));
+
+    let mut res = three_nodes();
+    res.nodes[0] = labelled(res.nodes[0].clone(), &[("rack", "a")]);
+    res.bgp_peers.push(peer(
+        "rack-a-tor",
+        BGPPeerSpec {
+            node_selector: Some("rack == 'a'".into()),
+            peer_ip: Some("198.51.100.1".into()),
+            as_number: Some(65010),
+            ..BGPPeerSpec::default()
+        },
+    ));
+    out.push(("node_selector_peer", res, "n1"));
+
+    let mut res = three_nodes();
+    res.nodes[1] = with_asn(res.nodes[1].clone(), 65002);
+    out.push(("per_node_asn", res, "n2"));
+
+    let mut res = three_nodes();
+    res.bgp_configurations
+        .push(bgp_config(BGPConfigurationSpec {
+            node_mesh_max_restart_time: Some("90s".into()),
+            listen_port: Some(1179),
+            ..BGPConfigurationSpec::default()
+        }));
+    res.bgp_peers.push(peer(
+        "tor",
+        BGPPeerSpec {
+            peer_ip: Some("192.0.2.1".into()),
+            as_number: Some(65001),
+            keep_original_next_hop: Some(true),
+            max_restart_time: Some("5m".into()),
+            ttl_security: Some(1),
+            ..BGPPeerSpec::default()
+        },
+    ));
+    res.bgp_peers.push(peer(
+        "tor-v6",
+        BGPPeerSpec {
+            peer_ip: Some("[2001:db8::1]:179".into()),
+            as_number: Some(65001),
+            next_hop_mode: Some("Self".into()),
+            source_address: Some("None".into()),
+            ..BGPPeerSpec::default()
+        },
+    ));
+    out.push(("mixed_mesh_and_tor", res, "n2"));
+
+    let mut res = three_nodes();
+    let mut disabled = pool("disabled", "198.19.0.0/24");
+    disabled.spec.disabled = true;
+    let mut no_export = pool("no-export", "198.19.1.0/24");
+    no_export.spec.disable_bgp_export = true;
+    let mut vxlan = pool("vxlan", "198.19.2.0/24");
+    vxlan.spec.vxlan_mode = Some(api::EncapMode::Always);
+    res.pools.extend([disabled, no_export, vxlan]);
+    res.affinities.push(affinity("n1", "198.19.0.0/26"));
+    res.affinities.push(affinity("n1", "198.19.1.0/26"));
+    res.affinities.push(affinity("n1", "198.19.2.0/26"));
+    out.push(("disabled_and_no_export_pools", res, "n1"));
+
+    let mut res = three_nodes();
+    res.bgp_configurations
+        .push(bgp_config(BGPConfigurationSpec {
+            service_cluster_ips: cidrs(&["10.96.0.0/12"]),
+            service_external_ips: cidrs(&["203.0.113.0/25"]),
+            service_load_balancer_ips: cidrs(&["203.0.113.128/25", "2001:db8:5::/112"]),
+            ..BGPConfigurationSpec::default()
+        }));
+    out.push(("service_ranges", res, "n1"));
+    out
+}

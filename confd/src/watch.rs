@@ -83,6 +83,24 @@ pub enum ConfdError {
     EmptyNodeName,
 }
 
+/// Lists everything the render reads, once: for one-shot renders (`tabbyctl`, writing a BIRD
+/// config in the lab). Secrets are read from `secrets_dir` when given.
+pub async fn snapshot(
+    ds: &dyn Datastore,
+    secrets_dir: Option<&std::path::Path>,
+) -> Result<Resources, DsError> {
+    let mut res = Resources::default();
+    for kind in KINDS {
+        for r in ds.list(kind).await?.items {
+            res.insert(r);
+        }
+    }
+    if let Some(dir) = secrets_dir {
+        res.secrets = crate::secrets::load(dir, &res);
+    }
+    Ok(res)
+}
+
 /// Runs until `out` is closed (then returns `Ok`). Datastore errors are retried forever.
 pub async fn run(
     ds: Arc<dyn Datastore>,
@@ -109,8 +127,10 @@ pub async fn run(
         backoff: Duration::ZERO,
     };
     async move {
-        lp.relist().await;
-        if !lp.publish().await || lp.out.send(ConfdUpdate::InSync).await.is_err() {
+        if !lp.relist().await
+            || !lp.publish().await
+            || lp.out.send(ConfdUpdate::InSync).await.is_err()
+        {
             return;
         }
         info!(revision = %lp.revision, resources = lp.cache.len(), "in sync");
@@ -144,9 +164,13 @@ impl Loop {
         tokio::time::sleep(self.backoff).await;
     }
 
-    /// Lists every kind until it succeeds, then replaces the cache.
-    async fn relist(&mut self) {
+    /// Lists every kind until it succeeds, then replaces the cache. Returns false if `out` was
+    /// closed meanwhile.
+    async fn relist(&mut self) -> bool {
         loop {
+            if self.out.is_closed() {
+                return false;
+            }
             match self.list_all().await {
                 Ok((cache, listed_at)) => {
                     self.backoff = Duration::ZERO;
@@ -154,7 +178,7 @@ impl Loop {
                     // Watch from the oldest list; newer kinds skip what they already have.
                     self.revision = listed_at.values().copied().min().unwrap_or_default();
                     self.listed_at = listed_at;
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     warn!(error = %e, "listing resources failed; keeping the last state and retrying");
@@ -189,8 +213,7 @@ impl Loop {
                 Ok(w) => w,
                 Err(DsError::TooOld { .. }) => {
                     info!(revision = %self.revision, "watch revision compacted; listing again");
-                    self.relist().await;
-                    if !self.publish().await {
+                    if !self.relist().await || !self.publish().await {
                         return;
                     }
                     continue;
@@ -217,8 +240,7 @@ impl Loop {
                         }
                         Some(Err(DsError::TooOld { .. })) => {
                             info!(revision = %self.revision, "watch fell behind compaction; listing again");
-                            self.relist().await;
-                            if !self.publish().await {
+                            if !self.relist().await || !self.publish().await {
                                 return;
                             }
                             break;
@@ -262,19 +284,7 @@ impl Loop {
     }
 
     fn resources(&self) -> Resources {
-        let mut res = Resources::default();
-        for r in self.cache.values() {
-            match r.clone() {
-                Resource::IPPool(o) => res.pools.push(o),
-                Resource::Node(o) => res.nodes.push(o),
-                Resource::BGPConfiguration(o) => res.bgp_configurations.push(o),
-                Resource::BGPPeer(o) => res.bgp_peers.push(o),
-                Resource::FelixConfiguration(o) => res.felix_configurations.push(o),
-                Resource::BlockAffinity(o) => res.affinities.push(o),
-                Resource::WorkloadEndpoint(o) => res.workloads.push(o),
-                _ => {}
-            }
-        }
+        let mut res: Resources = self.cache.values().cloned().collect();
         if let Some(dir) = &self.opts.secrets_dir {
             res.secrets = crate::secrets::load(dir, &res);
         }
@@ -607,6 +617,41 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(next(&mut rx).await, ConfdUpdate::Speaker(c) if c.peers.len() == 3));
+    }
+
+    #[tokio::test]
+    async fn stops_during_an_outage_when_the_receiver_is_dropped() {
+        let ds = Flaky {
+            inner: MemoryDatastore::new(),
+            failures: AtomicUsize::new(usize::MAX),
+            lists: AtomicUsize::new(0),
+        };
+        let (tx, rx) = mpsc::channel(16);
+        let opts = RenderOptions {
+            retry_min: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            ..RenderOptions::default()
+        };
+        let task = tokio::spawn(run(Arc::new(ds), "n1".into(), opts, tx));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn snapshot_lists_what_the_render_reads() {
+        let ds = MemoryDatastore::new();
+        seed(&ds).await;
+        let res = snapshot(&ds, None).await.unwrap();
+        assert_eq!(
+            crate::render(&res, "n1").unwrap(),
+            crate::render(&three_nodes(), "n1").unwrap()
+        );
+        assert_eq!(res.workloads.len(), 1);
     }
 
     #[tokio::test]

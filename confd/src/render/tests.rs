@@ -401,3 +401,32 @@ fn felix_config_node_fields_win() {
     let n2 = felix_config(&res, "n2");
     assert_eq!((n2.ipip_mtu, n2.vxlan_port), (Some(1440), None));
 }
+
+#[test]
+fn every_topology_is_a_config_the_speaker_accepts() {
+    for (name, res, node) in topologies() {
+        let config = render(&res, node).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let yaml = speaker_yaml(&config);
+        let back = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{name}: {e}\n{yaml}"));
+        assert_eq!(back, config, "{name}");
+    }
+}
+
+#[test]
+fn unusable_peer_addresses_are_skipped() {
+    let mut res = three_nodes();
+    res.bgp_peers.push(peer(
+        "zero",
+        BGPPeerSpec {
+            peer_ip: Some("0.0.0.0".into()),
+            as_number: Some(65001),
+            ..BGPPeerSpec::default()
+        },
+    ));
+    let p = plan(&res, "n1").unwrap();
+    assert_eq!(p.config.peers.len(), 2);
+    assert_eq!(
+        p.warnings[0].to_string(),
+        "BGPPeer/zero: 0.0.0.0 is not a unicast address: skipped"
+    );
+}
