@@ -31,15 +31,17 @@ struct Args {
     #[arg(long, env = "TABBY_STATE_DIR", default_value = "/var/lib/tabby")]
     state_dir: PathBuf,
     /// Calico's IP_AUTODETECTION_METHOD: first-found, interface=REGEX, skip-interface=REGEX,
-    /// can-reach=DEST, `cidr=CIDR[,CIDR]`.
+    /// can-reach=DEST, cidr=CIDR (regexes and CIDRs: comma-separated lists).
     #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
     ip_autodetection_method: String,
     /// The node address with prefix length, instead of autodetection (Calico's IP env).
     #[arg(long, env = "IP")]
     ip: Option<String>,
+    /// `/liveness` and `/readiness` (Calico: localhost:9099).
     #[arg(long, env = "TABBY_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
     health_listen: SocketAddr,
-    #[arg(long, env = "TABBY_METRICS_LISTEN", default_value = "127.0.0.1:9091")]
+    /// Prometheus `/metrics` (Calico: felix's port 9091 on every address).
+    #[arg(long, env = "TABBY_METRICS_LISTEN", default_value = "0.0.0.0:9091")]
     metrics_listen: SocketAddr,
     /// The interface that carries node-to-node traffic (default: the one with the node address).
     #[arg(long, env = "TABBY_UNDERLAY_DEV")]
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
