@@ -40,6 +40,8 @@ pub const DEFAULT_POOL_NAME: &str = "default-ipv4-ippool";
 pub const DEFAULT_POOL_CIDR: &str = "192.168.0.0/16";
 /// Where the CNI plugin looks for the node name (`nodename_file`), under the state dir.
 pub const NODENAME_FILE: &str = "nodename";
+/// The `spec.addresses` type of the address tabby-node detected (Calico's name).
+pub const CALICO_NODE_IP: &str = "CalicoNodeIP";
 /// Compare-and-swap rounds before a write gives up.
 pub const MAX_RETRIES: usize = 100;
 
@@ -302,13 +304,21 @@ pub async fn ensure_node(
         }
     }
     let node = update_node(ds, name, |n| {
+        let before = n.spec.clone();
         let bgp = n.spec.bgp.get_or_insert_with(Default::default);
-        let before = bgp.clone();
         bgp.ipv4_address = Some(ipv4.to_string());
         if as_number.is_some() {
             bgp.as_number = as_number;
         }
-        *bgp != before
+        // Calico lists the address it detected as `CalicoNodeIP` in spec.addresses.
+        n.spec
+            .addresses
+            .retain(|a| a.type_.as_deref() != Some(CALICO_NODE_IP));
+        n.spec.addresses.push(api::node::NodeAddress {
+            address: ipv4.to_string(),
+            type_: Some(CALICO_NODE_IP.into()),
+        });
+        n.spec != before
     })
     .await?;
     info!(node = name, address = %ipv4, asn = ?as_number, "Node resource up to date");
@@ -687,6 +697,9 @@ mod tests {
             n.metadata.labels.get("rack").map(String::as_str),
             Some("r1")
         );
+        assert_eq!(n.spec.addresses.len(), 1);
+        assert_eq!(n.spec.addresses[0].address, "198.51.100.11/24");
+        assert_eq!(n.spec.addresses[0].type_.as_deref(), Some(CALICO_NODE_IP));
 
         // Another node with the same address is refused.
         let e = ensure_node(ds.as_ref(), "n2", "198.51.100.11/24".parse().unwrap(), None)
