@@ -40,7 +40,7 @@ use confd::watch::{ConfdUpdate, RenderOptions};
 use datastore::Datastore;
 use felix::Input;
 use felix::agent::{AgentConfig, AgentMsg};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// The detected (or given) node address with its prefix length.
     pub ipv4: Ipv4Net,
+    /// The node's IPv6 address (`IP6`), if it has one.
+    pub ipv6: Option<Ipv6Net>,
     pub underlay_dev: String,
     pub as_number: Option<u32>,
     pub default_pool: startup::DefaultPool,
@@ -79,7 +81,14 @@ pub struct NodeConfig {
 pub async fn startup(ds: &Arc<dyn Datastore>, cfg: &NodeConfig) -> Result<(), Error> {
     startup::write_nodename(&cfg.state_dir, &cfg.node_name)?;
     startup::ensure_default_pool(ds.as_ref(), &cfg.default_pool).await?;
-    startup::ensure_node(ds.as_ref(), &cfg.node_name, cfg.ipv4, cfg.as_number).await?;
+    startup::ensure_node(
+        ds.as_ref(),
+        &cfg.node_name,
+        cfg.ipv4,
+        cfg.ipv6,
+        cfg.as_number,
+    )
+    .await?;
     startup::reconcile_tunnels(ds, &cfg.node_name).await?;
     Ok(())
 }

@@ -1,8 +1,9 @@
-//! Node IP autodetection: Calico's `IP_AUTODETECTION_METHOD` forms.
+//! Node IP autodetection: Calico's `IP_AUTODETECTION_METHOD` (and `IP6_AUTODETECTION_METHOD`)
+//! forms, for either address family.
 //!
 //! | method | picks |
 //! |---|---|
-//! | `first-found` (default) | the first global IPv4 address on an up interface that is not on the exclude list |
+//! | `first-found` (default) | the first global address on an up interface that is not on the exclude list |
 //! | `interface=REGEX[,REGEX]` | the first address on an interface whose name matches one of the expressions |
 //! | `skip-interface=REGEX[,REGEX]` | as first-found, also skipping interfaces that match |
 //! | `can-reach=DEST` | the local address the kernel picks to reach DEST (a UDP connect, nothing sent) |
@@ -16,9 +17,10 @@
 //! practice: literals, `.`, `[a-z0-9]` / `[^…]` classes, `*` `+` `?`, `|`, `(…)`, `^` and `$`,
 //! and `\` escapes (`\.`, `\d`, `\w`). Anything else is rejected when the method is parsed.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
-use ipnet::Ipv4Net;
+use ipam::Family;
+use ipnet::IpNet;
 
 use crate::Error;
 
@@ -44,7 +46,7 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     "^nodelocaldns.*",
 ];
 
-/// One IPv4 address of one interface, as the kernel lists it.
+/// One address of one interface, as the kernel lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceAddr {
     pub iface: String,
@@ -52,8 +54,8 @@ pub struct InterfaceAddr {
     pub index: u32,
     pub up: bool,
     pub loopback: bool,
-    /// Address with the interface's prefix length (`192.0.2.11/24`).
-    pub addr: Ipv4Net,
+    /// Address with the interface's prefix length (`192.0.2.11/24`, `2001:db8::11/64`).
+    pub addr: IpNet,
 }
 
 /// A parsed `IP_AUTODETECTION_METHOD`.
@@ -63,7 +65,7 @@ pub enum Method {
     Interface(Vec<Regex>),
     SkipInterface(Vec<Regex>),
     CanReach(String),
-    Cidr(Vec<Ipv4Net>),
+    Cidr(Vec<IpNet>),
 }
 
 impl std::str::FromStr for Method {
@@ -96,7 +98,7 @@ impl std::str::FromStr for Method {
                 .split(',')
                 .map(|c| {
                     c.trim()
-                        .parse::<Ipv4Net>()
+                        .parse::<IpNet>()
                         .map(|n| n.trunc())
                         .map_err(|e| bad(format!("{c:?}: {e}")))
                 })
@@ -113,18 +115,29 @@ fn excluded(iface: &str) -> bool {
         .any(|p| Regex::new(p).expect("built-in pattern").is_match(iface))
 }
 
-/// Calico only takes global unicast addresses: not loopback, not link-local (169.254/16).
+/// Calico only takes global unicast addresses: not loopback, not link-local (169.254/16,
+/// fe80::/10), not multicast.
 fn global(a: &InterfaceAddr) -> bool {
-    let ip = a.addr.addr();
-    !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !ip.is_multicast()
+    match a.addr.addr() {
+        IpAddr::V4(ip) => {
+            !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() && !ip.is_multicast()
+        }
+        IpAddr::V6(ip) => {
+            !ip.is_loopback()
+                && !ip.is_unicast_link_local()
+                && !ip.is_unspecified()
+                && !ip.is_multicast()
+        }
+    }
 }
 
-/// Picks the node address among `addrs` for every method but `can-reach` (which needs the
-/// kernel's route lookup: see [`detect`], then [`by_address`]).
-pub fn choose(method: &Method, addrs: &[InterfaceAddr]) -> Option<InterfaceAddr> {
+/// Picks the node address of `family` among `addrs` for every method but `can-reach` (which
+/// needs the kernel's route lookup: see [`detect`], then [`by_address`]).
+pub fn choose(method: &Method, family: Family, addrs: &[InterfaceAddr]) -> Option<InterfaceAddr> {
     let mut sorted: Vec<&InterfaceAddr> = addrs.iter().collect();
     sorted.sort_by_key(|a| a.index);
-    let usable = |a: &&&InterfaceAddr| a.up && !a.loopback && global(a);
+    let usable =
+        |a: &&&InterfaceAddr| Family::of_net(&a.addr) == family && a.up && !a.loopback && global(a);
     let pick = |extra: &dyn Fn(&InterfaceAddr) -> bool| {
         sorted
             .iter()
@@ -146,11 +159,11 @@ pub fn choose(method: &Method, addrs: &[InterfaceAddr]) -> Option<InterfaceAddr>
 }
 
 /// The interface address holding `ip` (can-reach: the kernel chose `ip` as source).
-pub fn by_address(ip: Ipv4Addr, addrs: &[InterfaceAddr]) -> Option<InterfaceAddr> {
+pub fn by_address(ip: IpAddr, addrs: &[InterfaceAddr]) -> Option<InterfaceAddr> {
     addrs.iter().find(|a| a.addr.addr() == ip).cloned()
 }
 
-/// Every IPv4 address of every interface (`getifaddrs(3)`).
+/// Every IPv4 and IPv6 address of every interface (`getifaddrs(3)`).
 pub fn local_addresses() -> Result<Vec<InterfaceAddr>, Error> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -170,30 +183,47 @@ pub fn local_addresses() -> Result<Vec<InterfaceAddr>, Error> {
             continue;
         }
         // SAFETY: ifa_addr points at a sockaddr whose family field is always readable.
-        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: AF_INET addresses (and their netmasks) are sockaddr_in.
-        let (addr, mask) = unsafe {
-            let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-            let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let (addr, prefix) = if family == libc::AF_INET {
+            // SAFETY: AF_INET addresses (and their netmasks) are sockaddr_in.
+            let (a, m) = unsafe {
+                (
+                    &*(ifa.ifa_addr as *const libc::sockaddr_in),
+                    &*(ifa.ifa_netmask as *const libc::sockaddr_in),
+                )
+            };
+            let mask = u32::from_be(m.sin_addr.s_addr);
             (
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                Ipv4Addr::from(u32::from_be(m.sin_addr.s_addr)),
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                mask.leading_ones() as u8,
             )
+        } else if family == libc::AF_INET6 {
+            // SAFETY: AF_INET6 addresses (and their netmasks) are sockaddr_in6.
+            let (a, m) = unsafe {
+                (
+                    &*(ifa.ifa_addr as *const libc::sockaddr_in6),
+                    &*(ifa.ifa_netmask as *const libc::sockaddr_in6),
+                )
+            };
+            let mask = u128::from_be_bytes(m.sin6_addr.s6_addr);
+            (
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                mask.leading_ones() as u8,
+            )
+        } else {
+            continue;
         };
         // SAFETY: ifa_name is a NUL-terminated C string.
         let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
         // SAFETY: as above.
         let index = unsafe { libc::if_nametoindex(ifa.ifa_name) };
         let flags = ifa.ifa_flags;
-        let prefix = u32::from(mask).leading_ones() as u8;
         out.push(InterfaceAddr {
             iface: name.to_string_lossy().into_owned(),
             index,
             up: flags & libc::IFF_UP as u32 != 0,
             loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
-            addr: Ipv4Net::new(addr, prefix).expect("prefix from a netmask is at most 32"),
+            addr: IpNet::new(addr, prefix).expect("a netmask's prefix fits its family"),
         });
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
@@ -201,19 +231,19 @@ pub fn local_addresses() -> Result<Vec<InterfaceAddr>, Error> {
     Ok(out)
 }
 
-/// Detects this node's address by `method` on this host (in this network namespace).
-pub fn detect(method: &Method) -> Result<InterfaceAddr, Error> {
+/// Detects this node's `family` address by `method` on this host (in this network namespace).
+pub fn detect(method: &Method, family: Family) -> Result<InterfaceAddr, Error> {
     let addrs = local_addresses()?;
     let found = match method {
         Method::CanReach(dest) => {
-            let local = route_source(dest)?;
+            let local = route_source(dest, family)?;
             by_address(local, &addrs)
         }
-        m => choose(m, &addrs),
+        m => choose(m, family, &addrs),
     };
     found.ok_or_else(|| {
         Error::Autodetect(format!(
-            "no IPv4 address matches {method:?} among {:?}",
+            "no {family:?} address matches {method:?} among {:?}",
             addrs
                 .iter()
                 .map(|a| format!("{} {}", a.iface, a.addr))
@@ -222,9 +252,78 @@ pub fn detect(method: &Method) -> Result<InterfaceAddr, Error> {
     })
 }
 
+/// What Calico's `IP` / `IP6` variables say: detect, none, or this address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Autodetect,
+    /// No address of this family (`IP6=none`, the IPv6 default).
+    None,
+    /// An address with prefix length; a bare address gets /32 (/128).
+    Address(IpNet),
+}
+
+impl Setting {
+    /// Parses `IP` (`name`) for `family`; unset or empty means `default`.
+    pub fn parse(
+        name: &str,
+        value: Option<&str>,
+        family: Family,
+        default: Setting,
+    ) -> Result<Setting, Error> {
+        let v = match value.map(str::trim) {
+            None | Some("") => return Ok(default),
+            Some(v) => v,
+        };
+        let bad = |reason: &str| Error::Setting {
+            name: name.into(),
+            value: v.into(),
+            reason: reason.into(),
+        };
+        match v {
+            "autodetect" => Ok(Setting::Autodetect),
+            "none" => Ok(Setting::None),
+            _ => {
+                let net = v
+                    .parse::<IpNet>()
+                    .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| bad("expected autodetect, none, or an address (with /prefix)"))?;
+                if Family::of_net(&net) != family {
+                    return Err(bad(&format!("not an {family:?} address")));
+                }
+                Ok(Setting::Address(net))
+            }
+        }
+    }
+}
+
+/// The node's address of `family` as `setting` asks: detected by `method`, or the given one
+/// (with its interface when a local interface holds it, else an empty interface name).
+pub fn resolve(
+    setting: &Setting,
+    method: &Method,
+    family: Family,
+) -> Result<Option<InterfaceAddr>, Error> {
+    match setting {
+        Setting::None => Ok(None),
+        Setting::Autodetect => detect(method, family).map(Some),
+        Setting::Address(net) => {
+            let addrs = local_addresses()?;
+            Ok(Some(by_address(net.addr(), &addrs).unwrap_or(
+                InterfaceAddr {
+                    iface: String::new(),
+                    index: 0,
+                    up: true,
+                    loopback: false,
+                    addr: *net,
+                },
+            )))
+        }
+    }
+}
+
 /// The source address the kernel would use towards `dest` (an address or a host name):
 /// a connected UDP socket sends nothing, but has a local address.
-fn route_source(dest: &str) -> Result<Ipv4Addr, Error> {
+fn route_source(dest: &str, family: Family) -> Result<IpAddr, Error> {
     let err = |e: std::io::Error| Error::Io {
         what: format!("can-reach={dest}: finding the route"),
         source: e,
@@ -234,15 +333,21 @@ fn route_source(dest: &str) -> Result<Ipv4Addr, Error> {
         Err(_) => (dest, 80)
             .to_socket_addrs()
             .map_err(err)?
-            .find(SocketAddr::is_ipv4)
-            .ok_or_else(|| Error::Autodetect(format!("can-reach={dest}: no IPv4 address")))?,
+            .find(|a| Family::of_addr(&a.ip()) == family)
+            .ok_or_else(|| Error::Autodetect(format!("can-reach={dest}: no {family:?} address")))?,
     };
-    let sock = UdpSocket::bind("0.0.0.0:0").map_err(err)?;
-    sock.connect(target).map_err(err)?;
-    match sock.local_addr().map_err(err)?.ip() {
-        IpAddr::V4(v4) => Ok(v4),
-        IpAddr::V6(_) => Err(Error::Autodetect(format!("can-reach={dest}: IPv6 source"))),
+    if Family::of_addr(&target.ip()) != family {
+        return Err(Error::Autodetect(format!(
+            "can-reach={dest}: not an {family:?} destination"
+        )));
     }
+    let any = match family {
+        Family::V4 => "0.0.0.0:0",
+        Family::V6 => "[::]:0",
+    };
+    let sock = UdpSocket::bind(any).map_err(err)?;
+    sock.connect(target).map_err(err)?;
+    Ok(sock.local_addr().map_err(err)?.ip())
 }
 
 /// The small regular-expression subset described at the top of the module. Unanchored, as
@@ -495,7 +600,11 @@ mod tests {
     }
 
     fn pick(method: &str, addrs: &[InterfaceAddr]) -> Option<String> {
-        choose(&method.parse().unwrap(), addrs).map(|a| format!("{} {}", a.iface, a.addr))
+        pick_in(Family::V4, method, addrs)
+    }
+
+    fn pick_in(family: Family, method: &str, addrs: &[InterfaceAddr]) -> Option<String> {
+        choose(&method.parse().unwrap(), family, addrs).map(|a| format!("{} {}", a.iface, a.addr))
     }
 
     #[test]
@@ -581,14 +690,73 @@ mod tests {
         assert_eq!(got.iface, "eth1");
         assert_eq!(got.addr.prefix_len(), 24);
         assert_eq!(by_address("10.9.9.9".parse().unwrap(), &host()), None);
-        assert!(choose(&Method::CanReach("192.0.2.1".into()), &host()).is_none());
+        assert!(choose(&Method::CanReach("192.0.2.1".into()), Family::V4, &host()).is_none());
     }
 
     #[test]
     fn can_reach_on_loopback_finds_lo() {
         // Real I/O but harmless: a connected UDP socket sends nothing.
-        let got = detect(&Method::CanReach("127.0.0.1".into())).unwrap();
-        assert_eq!(got.addr.addr(), Ipv4Addr::LOCALHOST);
+        let got = detect(&Method::CanReach("127.0.0.1".into()), Family::V4).unwrap();
+        assert_eq!(got.addr.addr(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // Asking for one family with a destination of the other is an error, not a guess.
+        assert!(detect(&Method::CanReach("127.0.0.1".into()), Family::V6).is_err());
+    }
+
+    #[test]
+    fn ip_and_ip6_settings() {
+        let v4 = |v: Option<&str>| Setting::parse("IP", v, Family::V4, Setting::Autodetect);
+        assert_eq!(v4(None).unwrap(), Setting::Autodetect);
+        assert_eq!(v4(Some("")).unwrap(), Setting::Autodetect);
+        assert_eq!(v4(Some("autodetect")).unwrap(), Setting::Autodetect);
+        assert_eq!(
+            v4(Some("192.0.2.11/24")).unwrap(),
+            Setting::Address("192.0.2.11/24".parse().unwrap())
+        );
+        assert_eq!(
+            v4(Some("192.0.2.11")).unwrap(),
+            Setting::Address("192.0.2.11/32".parse().unwrap())
+        );
+        let e = v4(Some("2001:db8::1")).unwrap_err().to_string();
+        assert!(e.contains("IP=") && e.contains("V4"), "{e}");
+        assert!(v4(Some("bogus")).is_err());
+        let v6 = |v: Option<&str>| Setting::parse("IP6", v, Family::V6, Setting::None);
+        assert_eq!(v6(None).unwrap(), Setting::None);
+        assert_eq!(v6(Some("none")).unwrap(), Setting::None);
+        assert_eq!(
+            v6(Some("2001:db8::11/64")).unwrap(),
+            Setting::Address("2001:db8::11/64".parse().unwrap())
+        );
+        assert_eq!(
+            resolve(&Setting::None, &Method::FirstFound, Family::V6).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_are_chosen_apart_from_ipv4() {
+        let mut h = host();
+        h.push(a("eth0", 3, "fe80::1/64"));
+        h.push(a("eth0", 3, "2001:db8::11/64"));
+        h.push(a("eth1", 4, "2001:db8:1::7/64"));
+        h.push(a("tunl0", 5, "2001:db8:ff::1/128"));
+        h.push(a("lo", 1, "::1/128"));
+        assert_eq!(
+            pick_in(Family::V6, "first-found", &h).as_deref(),
+            Some("eth0 2001:db8::11/64")
+        );
+        assert_eq!(
+            pick("first-found", &h).as_deref(),
+            Some("eth0 192.0.2.11/24")
+        );
+        assert_eq!(
+            pick_in(Family::V6, "interface=eth1", &h).as_deref(),
+            Some("eth1 2001:db8:1::7/64")
+        );
+        assert_eq!(
+            pick_in(Family::V6, "cidr=2001:db8:1::/48", &h).as_deref(),
+            Some("eth1 2001:db8:1::7/64")
+        );
+        assert_eq!(pick_in(Family::V6, "first-found", &host()), None);
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ipam::Family;
 use node::agent::{self, NodeConfig};
-use node::autodetect::{self, Method};
+use node::autodetect::{self, Method, Setting};
 use node::startup::{self, DefaultPool};
 use tracing::{error, info};
 
@@ -34,9 +35,15 @@ struct Args {
     /// can-reach=DEST, cidr=CIDR (regexes and CIDRs: comma-separated lists).
     #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "first-found")]
     ip_autodetection_method: String,
-    /// The node address with prefix length, instead of autodetection (Calico's IP env).
+    /// The node's IPv4 address with prefix length, or `autodetect` (the default).
     #[arg(long, env = "IP")]
     ip: Option<String>,
+    /// The node's IPv6 address with prefix length, `autodetect`, or `none` (the default).
+    #[arg(long, env = "IP6")]
+    ip6: Option<String>,
+    /// As --ip-autodetection-method, for IPv6 (with `--ip6 autodetect`).
+    #[arg(long, env = "IP6_AUTODETECTION_METHOD", default_value = "first-found")]
+    ip6_autodetection_method: String,
     /// `/liveness` and `/readiness` (Calico: localhost:9099).
     #[arg(long, env = "TABBY_HEALTH_LISTEN", default_value = "127.0.0.1:9099")]
     health_listen: SocketAddr,
@@ -66,30 +73,28 @@ fn config(args: Args) -> Result<NodeConfig, node::Error> {
         .node_name
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(hostname);
-    let addrs = autodetect::local_addresses()?;
-    let found = match args
-        .ip
-        .as_deref()
-        .filter(|s| !s.is_empty() && *s != "autodetect")
-    {
-        Some(ip) => {
-            let net: ipnet::Ipv4Net = ip
-                .parse()
-                .or_else(|_| ip.parse::<std::net::Ipv4Addr>().map(ipnet::Ipv4Net::from))
-                .map_err(|e| node::Error::Setting {
-                    name: "IP".into(),
-                    value: ip.into(),
-                    reason: e.to_string(),
-                })?;
-            autodetect::by_address(net.addr(), &addrs).unwrap_or(autodetect::InterfaceAddr {
-                iface: String::new(),
-                index: 0,
-                up: true,
-                loopback: false,
-                addr: net,
-            })
-        }
-        None => autodetect::detect(&args.ip_autodetection_method.parse::<Method>()?)?,
+    let v4 = Setting::parse("IP", args.ip.as_deref(), Family::V4, Setting::Autodetect)?;
+    if v4 == Setting::None {
+        return Err(node::Error::Setting {
+            name: "IP".into(),
+            value: "none".into(),
+            reason: "tabby nodes need an IPv4 address".into(),
+        });
+    }
+    let v4_method = args.ip_autodetection_method.parse::<Method>()?;
+    let found = autodetect::resolve(&v4, &v4_method, Family::V4)?.expect("IPv4 is never none here");
+    let v6 = Setting::parse("IP6", args.ip6.as_deref(), Family::V6, Setting::None)?;
+    let v6_method = args.ip6_autodetection_method.parse::<Method>()?;
+    let ipv6 = match autodetect::resolve(&v6, &v6_method, Family::V6)? {
+        Some(a) => match a.addr {
+            ipnet::IpNet::V6(n) => Some(n),
+            ipnet::IpNet::V4(_) => unreachable!("resolve returns the family asked for"),
+        },
+        None => None,
+    };
+    let ipv4 = match found.addr {
+        ipnet::IpNet::V4(n) => n,
+        ipnet::IpNet::V6(_) => unreachable!("resolve returns the family asked for"),
     };
     let underlay_dev = match args.underlay_dev {
         Some(d) => d,
@@ -102,12 +107,13 @@ fn config(args: Args) -> Result<NodeConfig, node::Error> {
             });
         }
     };
-    info!(node = %node_name, address = %found.addr, interface = %found.iface, "node address");
+    info!(node = %node_name, address = %found.addr, ipv6 = ?ipv6, interface = %found.iface, "node address");
     Ok(NodeConfig {
         mtu_file: Some(args.state_dir.join("mtu")),
         node_name,
         state_dir: args.state_dir,
-        ipv4: found.addr,
+        ipv4,
+        ipv6,
         underlay_dev,
         as_number: startup::as_number_from_env(&env)?,
         default_pool: DefaultPool::from_env(&env)?,

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use api::{AllowedUse, EncapMode, IPPool, IPPoolSpec, Key, Kind, Node, Resource, Selector};
 use datastore::Datastore;
 use ipam::{AutoAssignRequest, Ipam, ipip_tunnel_handle, vxlan_tunnel_handle};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha1::{Digest, Sha1};
 use tracing::info;
 
@@ -280,25 +280,37 @@ pub async fn update_node(
     })
 }
 
-/// Creates or updates this node's Node: its BGP address in CIDR form, and its ASN when one is
-/// configured. Calico refuses to start when another node already claims the address; so does
+/// Creates or updates this node's Node: its BGP addresses in CIDR form (an IPv6 one only
+/// when the node has one: `IP6=none` clears it, as Calico does), and its ASN when one is
+/// configured. Calico refuses to start when another node already claims an address; so does
 /// tabby.
 pub async fn ensure_node(
     ds: &dyn Datastore,
     name: &str,
     ipv4: Ipv4Net,
+    ipv6: Option<Ipv6Net>,
     as_number: Option<u32>,
 ) -> Result<Node, Error> {
     let nodes = ds.list(Kind::Node).await.map_err(ds_err("listing Nodes"))?;
+    let host = |a: Option<&str>| a.and_then(|a| a.split('/').next()).map(str::to_string);
+    let mine: Vec<(String, String)> = std::iter::once(ipv4.to_string())
+        .chain(ipv6.map(|n| n.to_string()))
+        .map(|full| (host(Some(&full)).unwrap_or_default(), full))
+        .collect();
     for r in &nodes.items {
-        if let Resource::Node(n) = r
-            && n.metadata.name != name
-            && let Some(other) = n.spec.bgp.as_ref().and_then(|b| b.ipv4_address.as_deref())
-            && other.split('/').next() == Some(&ipv4.addr().to_string())
-        {
+        let Resource::Node(n) = r else { continue };
+        if n.metadata.name == name {
+            continue;
+        }
+        let bgp = n.spec.bgp.as_ref();
+        let theirs = [
+            host(bgp.and_then(|b| b.ipv4_address.as_deref())),
+            host(bgp.and_then(|b| b.ipv6_address.as_deref())),
+        ];
+        if let Some((_, full)) = mine.iter().find(|(h, _)| theirs.contains(&Some(h.clone()))) {
             return Err(Error::Setting {
                 name: "node address".into(),
-                value: ipv4.to_string(),
+                value: full.clone(),
                 reason: format!("node {} already uses this address", n.metadata.name),
             });
         }
@@ -307,21 +319,24 @@ pub async fn ensure_node(
         let before = n.spec.clone();
         let bgp = n.spec.bgp.get_or_insert_with(Default::default);
         bgp.ipv4_address = Some(ipv4.to_string());
+        bgp.ipv6_address = ipv6.map(|a| a.to_string());
         if as_number.is_some() {
             bgp.as_number = as_number;
         }
-        // Calico lists the address it detected as `CalicoNodeIP` in spec.addresses.
+        // Calico lists the addresses it detected as `CalicoNodeIP` in spec.addresses.
         n.spec
             .addresses
             .retain(|a| a.type_.as_deref() != Some(CALICO_NODE_IP));
-        n.spec.addresses.push(api::node::NodeAddress {
-            address: ipv4.to_string(),
-            type_: Some(CALICO_NODE_IP.into()),
-        });
+        for (_, full) in &mine {
+            n.spec.addresses.push(api::node::NodeAddress {
+                address: full.clone(),
+                type_: Some(CALICO_NODE_IP.into()),
+            });
+        }
         n.spec != before
     })
     .await?;
-    info!(node = name, address = %ipv4, asn = ?as_number, "Node resource up to date");
+    info!(node = name, address = %ipv4, ipv6 = ?ipv6, asn = ?as_number, "Node resource up to date");
     Ok(node)
 }
 
@@ -663,18 +678,30 @@ mod tests {
     #[tokio::test]
     async fn node_resource_is_created_then_updated() {
         let ds = mem();
-        let n = ensure_node(ds.as_ref(), "n1", "192.0.2.11/24".parse().unwrap(), None)
-            .await
-            .unwrap();
+        let n = ensure_node(
+            ds.as_ref(),
+            "n1",
+            "192.0.2.11/24".parse().unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         let bgp = n.spec.bgp.unwrap();
         assert_eq!(bgp.ipv4_address.as_deref(), Some("192.0.2.11/24"));
         assert_eq!(bgp.as_number, None);
         let rev = node(&ds, "n1").await.metadata.resource_version;
 
         // Same address again: no write.
-        ensure_node(ds.as_ref(), "n1", "192.0.2.11/24".parse().unwrap(), None)
-            .await
-            .unwrap();
+        ensure_node(
+            ds.as_ref(),
+            "n1",
+            "192.0.2.11/24".parse().unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(node(&ds, "n1").await.metadata.resource_version, rev);
 
         // New address and an ASN; labels someone else set are kept.
@@ -685,6 +712,7 @@ mod tests {
             ds.as_ref(),
             "n1",
             "198.51.100.11/24".parse().unwrap(),
+            Some("2001:db8::11/64".parse().unwrap()),
             Some(65010),
         )
         .await
@@ -697,15 +725,47 @@ mod tests {
             n.metadata.labels.get("rack").map(String::as_str),
             Some("r1")
         );
-        assert_eq!(n.spec.addresses.len(), 1);
+        assert_eq!(bgp.ipv6_address.as_deref(), Some("2001:db8::11/64"));
+        assert_eq!(n.spec.addresses.len(), 2);
         assert_eq!(n.spec.addresses[0].address, "198.51.100.11/24");
+        assert_eq!(n.spec.addresses[1].address, "2001:db8::11/64");
         assert_eq!(n.spec.addresses[0].type_.as_deref(), Some(CALICO_NODE_IP));
 
         // Another node with the same address is refused.
-        let e = ensure_node(ds.as_ref(), "n2", "198.51.100.11/24".parse().unwrap(), None)
-            .await
-            .unwrap_err();
+        let e = ensure_node(
+            ds.as_ref(),
+            "n2",
+            "198.51.100.11/24".parse().unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("n1"), "{e}");
+        let e = ensure_node(
+            ds.as_ref(),
+            "n2",
+            "198.51.100.12/24".parse().unwrap(),
+            Some("2001:db8::11/64".parse().unwrap()),
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("2001:db8::11/64"), "{e}");
+
+        // IP6=none clears the IPv6 address.
+        ensure_node(
+            ds.as_ref(),
+            "n1",
+            "198.51.100.11/24".parse().unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        let n = node(&ds, "n1").await;
+        assert_eq!(n.spec.bgp.unwrap().ipv6_address, None);
+        assert_eq!(n.spec.addresses.len(), 1);
     }
 
     #[tokio::test]
@@ -737,9 +797,15 @@ mod tests {
             ..DefaultPool::default()
         };
         ensure_default_pool(ds.as_ref(), &cfg).await.unwrap();
-        ensure_node(ds.as_ref(), "n1", "192.0.2.11/24".parse().unwrap(), None)
-            .await
-            .unwrap();
+        ensure_node(
+            ds.as_ref(),
+            "n1",
+            "192.0.2.11/24".parse().unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         let ipam = Ipam::new(ds.clone());
 
         // IPIP Always: an IPIP tunnel address, no VXLAN.
