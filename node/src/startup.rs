@@ -17,17 +17,26 @@
 //! | `CALICO_IPV4POOL_NODE_SELECTOR` / `TABBY_IPV4POOL_NODE_SELECTOR` | `all()` | same |
 //! | `NO_DEFAULT_POOLS` / `TABBY_NO_DEFAULT_POOLS` | `false` | same |
 //! | `AS` / `TABBY_AS` | unset: the cluster ASN | same (`AS`) |
+//! | `CALICO_IPV6POOL_CIDR` / `TABBY_IPV6POOL_CIDR` | unset: no IPv6 pool | a random ULA /48 |
+//! | `CALICO_IPV6POOL_VXLAN` / `TABBY_IPV6POOL_VXLAN` | `Never` | same |
+//! | `CALICO_IPV6POOL_NAT_OUTGOING` / `TABBY_IPV6POOL_NAT_OUTGOING` | `false` | same |
+//! | `CALICO_IPV6POOL_BLOCK_SIZE` / `TABBY_IPV6POOL_BLOCK_SIZE` | `122` | same |
+//! | `CALICO_IPV6POOL_NODE_SELECTOR` / `TABBY_IPV6POOL_NODE_SELECTOR` | `all()` | same |
+//!
+//! Pools are created per family, as Calico does: the IPv4 default when there is no IPv4 pool,
+//! the IPv6 default when one is configured and there is no IPv6 pool.
 //!
 //! Where Calico rejects `CALICO_IPV4POOL_VXLAN=Always` without `CALICO_IPV4POOL_IPIP=Never`,
 //! tabby takes VXLAN alone to mean IPIP off: one variable is enough to choose VXLAN.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use api::{AllowedUse, EncapMode, IPPool, IPPoolSpec, Key, Kind, Node, Resource, Selector};
 use datastore::Datastore;
-use ipam::{AutoAssignRequest, Ipam, ipip_tunnel_handle, vxlan_tunnel_handle};
+use ipam::{AutoAssignRequest, Family, Ipam, ipip_tunnel_handle, vxlan_tunnel_handle};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sha1::{Digest, Sha1};
 use tracing::info;
@@ -56,6 +65,40 @@ pub struct DefaultPool {
     pub nat_outgoing: bool,
     pub block_size: u8,
     pub node_selector: String,
+    /// The default IPv6 pool, created only when `CALICO_IPV6POOL_CIDR` is set (Calico invents
+    /// a random ULA prefix instead; tabby asks for one).
+    pub v6: Option<DefaultPool6>,
+}
+
+/// The default IPv6 IPPool's settings (`CALICO_IPV6POOL_*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DefaultPool6 {
+    pub cidr: Ipv6Net,
+    pub vxlan_mode: EncapMode,
+    /// Calico: `false` for IPv6 unless set.
+    pub nat_outgoing: bool,
+    pub block_size: u8,
+    pub node_selector: String,
+}
+
+/// Calico's name for the IPv6 pool created at install.
+pub const DEFAULT_POOL6_NAME: &str = "default-ipv6-ippool";
+
+impl DefaultPool6 {
+    pub fn pool(&self) -> IPPool {
+        IPPool::new(
+            DEFAULT_POOL6_NAME,
+            IPPoolSpec {
+                cidr: Some(IpNet::V6(self.cidr)),
+                vxlan_mode: Some(self.vxlan_mode),
+                ipip_mode: Some(EncapMode::Never),
+                nat_outgoing: self.nat_outgoing,
+                block_size: Some(self.block_size),
+                node_selector: Some(self.node_selector.clone()),
+                ..IPPoolSpec::default()
+            },
+        )
+    }
 }
 
 impl Default for DefaultPool {
@@ -68,6 +111,7 @@ impl Default for DefaultPool {
             nat_outgoing: true,
             block_size: api::ippool::DEFAULT_BLOCK_SIZE_V4,
             node_selector: "all()".into(),
+            v6: None,
         }
     }
 }
@@ -172,6 +216,54 @@ impl DefaultPool {
             Selector::parse(&v).map_err(|e| setting(&n, &v, e.to_string()))?;
             p.node_selector = v;
         }
+        if let Some((n, v)) = lookup(env, "CALICO_IPV6POOL_CIDR") {
+            let cidr: Ipv6Net = v
+                .trim()
+                .parse()
+                .map_err(|e| setting(&n, &v, format!("not an IPv6 CIDR: {e}")))?;
+            if cidr.trunc() != cidr {
+                return Err(setting(
+                    &n,
+                    &v,
+                    format!("host bits set; did you mean {}?", cidr.trunc()),
+                ));
+            }
+            let mut p6 = DefaultPool6 {
+                cidr,
+                vxlan_mode: EncapMode::Never,
+                nat_outgoing: false,
+                block_size: api::ippool::DEFAULT_BLOCK_SIZE_V6,
+                node_selector: "all()".into(),
+            };
+            if let Some((n, v)) = lookup(env, "CALICO_IPV6POOL_VXLAN") {
+                p6.vxlan_mode = parse_mode(&n, &v)?;
+            }
+            if let Some((n, v)) = lookup(env, "CALICO_IPV6POOL_NAT_OUTGOING") {
+                p6.nat_outgoing = parse_bool(&n, &v)?;
+            }
+            if let Some((n, v)) = lookup(env, "CALICO_IPV6POOL_BLOCK_SIZE") {
+                let b: u8 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| setting(&n, &v, "not a number"))?;
+                if !(116..=128).contains(&b) || b < cidr.prefix_len() {
+                    return Err(setting(
+                        &n,
+                        &v,
+                        format!(
+                            "must be within 116..=128 and not shorter than /{}",
+                            cidr.prefix_len()
+                        ),
+                    ));
+                }
+                p6.block_size = b;
+            }
+            if let Some((n, v)) = lookup(env, "CALICO_IPV6POOL_NODE_SELECTOR") {
+                Selector::parse(&v).map_err(|e| setting(&n, &v, e.to_string()))?;
+                p6.node_selector = v;
+            }
+            p.v6 = Some(p6);
+        }
         Ok(p)
     }
 
@@ -206,29 +298,50 @@ fn ds_err(what: impl Into<String>) -> impl FnOnce(datastore::Error) -> Error {
     move |source| Error::Datastore { what, source }
 }
 
-/// Creates the default pool when there is no IPPool at all (Calico: only on a cluster's first
-/// start). Returns whether this call created it; losing the race to another node is fine.
-pub async fn ensure_default_pool(ds: &dyn Datastore, cfg: &DefaultPool) -> Result<bool, Error> {
+/// Creates the default pools on a cluster's first start, per family as Calico does: the IPv4
+/// one when there is no IPv4 pool, the IPv6 one (if configured) when there is no IPv6 pool.
+/// Returns the names of the pools this call created; losing the race to another node is fine.
+pub async fn ensure_default_pool(
+    ds: &dyn Datastore,
+    cfg: &DefaultPool,
+) -> Result<Vec<String>, Error> {
     if !cfg.create {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     let pools = ds
         .list(Kind::IPPool)
         .await
         .map_err(ds_err("listing IPPools"))?;
-    if !pools.items.is_empty() {
-        return Ok(false);
+    let present = |f: Family| {
+        pools.items.iter().any(|r| {
+            matches!(r, Resource::IPPool(p) if p.spec.cidr.is_some_and(|c| Family::of_net(&c) == f))
+        })
+    };
+    let mut wanted = Vec::new();
+    if !present(Family::V4) {
+        wanted.push(cfg.pool());
     }
-    let mut pool = Resource::IPPool(cfg.pool());
-    api::apply_defaults(&mut pool);
-    match ds.create(pool).await {
-        Ok(_) => {
-            info!(cidr = %cfg.cidr, ipip = ?cfg.ipip_mode, vxlan = ?cfg.vxlan_mode, "created the default IPPool {DEFAULT_POOL_NAME}");
-            Ok(true)
+    if let Some(p6) = &cfg.v6
+        && !present(Family::V6)
+    {
+        wanted.push(p6.pool());
+    }
+    let mut created = Vec::new();
+    for pool in wanted {
+        let name = pool.metadata.name.clone();
+        let cidr = pool.spec.cidr;
+        let mut pool = Resource::IPPool(pool);
+        api::apply_defaults(&mut pool);
+        match ds.create(pool).await {
+            Ok(_) => {
+                info!(cidr = ?cidr, "created the default IPPool {name}");
+                created.push(name);
+            }
+            Err(datastore::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(ds_err(format!("creating IPPool {name}"))(e)),
         }
-        Err(datastore::Error::AlreadyExists(_)) => Ok(false),
-        Err(e) => Err(ds_err(format!("creating IPPool {DEFAULT_POOL_NAME}"))(e)),
     }
+    Ok(created)
 }
 
 /// Reads this node's Node, lets `change` edit it (a fresh `Node` when there is none) and writes
@@ -359,38 +472,55 @@ pub fn vxlan_mac(node: &str) -> String {
 pub enum Tunnel {
     Ipip,
     Vxlan,
+    /// IPv6 VXLAN (`vxlan-v6.calico`); only for nodes with an IPv6 address.
+    Vxlan6,
+}
+
+/// Calico's handle of a node's IPv6 VXLAN tunnel address.
+pub fn vxlan_v6_tunnel_handle(node: &str) -> String {
+    format!("vxlan-v6-tunnel-addr-{node}")
 }
 
 impl Tunnel {
+    pub const ALL: [Tunnel; 3] = [Tunnel::Ipip, Tunnel::Vxlan, Tunnel::Vxlan6];
+
     pub fn handle(self, node: &str) -> String {
         match self {
             Tunnel::Ipip => ipip_tunnel_handle(node),
             Tunnel::Vxlan => vxlan_tunnel_handle(node),
+            Tunnel::Vxlan6 => vxlan_v6_tunnel_handle(node),
+        }
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            Tunnel::Vxlan6 => Family::V6,
+            _ => Family::V4,
         }
     }
 
     fn mode(self, p: &IPPoolSpec) -> EncapMode {
         match self {
             Tunnel::Ipip => p.ipip_mode(),
-            Tunnel::Vxlan => p.vxlan_mode(),
+            Tunnel::Vxlan | Tunnel::Vxlan6 => p.vxlan_mode(),
         }
     }
 }
 
-/// Pools this node needs a tunnel address from (Calico `allocateip`): enabled IPv4 pools with
-/// the encapsulation on, that allow tunnel addresses and select this node.
+/// Pools this node needs a tunnel address from (Calico `allocateip`): enabled pools of the
+/// tunnel's family with the encapsulation on, that allow tunnel addresses and select this node.
 pub fn pools_needing(
     tunnel: Tunnel,
     pools: &[IPPool],
     labels: &BTreeMap<String, String>,
-) -> Vec<(String, Ipv4Net)> {
+) -> Vec<(String, IpNet)> {
     pools
         .iter()
         .filter(|p| !p.spec.disabled && tunnel.mode(&p.spec).enabled())
         .filter(|p| p.spec.allows(AllowedUse::Tunnel))
         .filter(|p| Selector::parse(p.spec.node_selector()).is_ok_and(|s| s.matches(labels)))
         .filter_map(|p| match p.spec.cidr {
-            Some(IpNet::V4(c)) => Some((p.metadata.name.clone(), c)),
+            Some(c) if Family::of_net(&c) == tunnel.family() => Some((p.metadata.name.clone(), c)),
             _ => None,
         })
         .collect()
@@ -399,15 +529,33 @@ pub fn pools_needing(
 /// Tunnel addresses after [`reconcile_tunnels`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TunnelAddrs {
-    pub ipip: Option<std::net::Ipv4Addr>,
-    pub vxlan: Option<std::net::Ipv4Addr>,
+    pub ipip: Option<IpAddr>,
+    pub vxlan: Option<IpAddr>,
+    pub vxlan6: Option<IpAddr>,
 }
 
-/// Makes the node's tunnel addresses match the pools: allocates an IPIP (VXLAN) address
-/// through IPAM, handle `ipip-tunnel-addr-<node>` (`vxlan-tunnel-addr-<node>`), while a pool
-/// needs one, releases it when none does or when it is no longer inside such a pool, and
-/// records the result (plus the VTEP MAC) in the Node. Idempotent; run at start and whenever
-/// IPPools change.
+impl TunnelAddrs {
+    fn slot(&mut self, t: Tunnel) -> &mut Option<IpAddr> {
+        match t {
+            Tunnel::Ipip => &mut self.ipip,
+            Tunnel::Vxlan => &mut self.vxlan,
+            Tunnel::Vxlan6 => &mut self.vxlan6,
+        }
+    }
+}
+
+/// The VTEP MAC of the IPv6 VXLAN device: derived like [`vxlan_mac`], from another input, so
+/// the two devices never share a MAC.
+pub fn vxlan_mac_v6(node: &str) -> String {
+    vxlan_mac(&format!("v6:{node}"))
+}
+
+/// Makes the node's tunnel addresses match the pools: allocates an IPIP (VXLAN, IPv6 VXLAN)
+/// address through IPAM, handle `ipip-tunnel-addr-<node>` (`vxlan-tunnel-addr-<node>`,
+/// `vxlan-v6-tunnel-addr-<node>`), while a pool needs one, releases it when none does or when
+/// it is no longer inside such a pool, and records the result (plus the VTEP MACs) in the
+/// Node. IPv6 VXLAN only for a node with an IPv6 address. Idempotent; run at start and
+/// whenever IPPools or the node's labels change.
 pub async fn reconcile_tunnels(ds: &Arc<dyn Datastore>, node: &str) -> Result<TunnelAddrs, Error> {
     let ipam = Ipam::new(ds.clone());
     let pools: Vec<IPPool> = ds
@@ -421,35 +569,45 @@ pub async fn reconcile_tunnels(ds: &Arc<dyn Datastore>, node: &str) -> Result<Tu
             _ => None,
         })
         .collect();
-    let labels = match ds.get(&Key::new(Kind::Node, node)).await {
-        Ok(Resource::Node(n)) => n.metadata.labels,
-        _ => BTreeMap::new(),
+    let (labels, has_v6) = match ds.get(&Key::new(Kind::Node, node)).await {
+        Ok(Resource::Node(n)) => {
+            let v6 = n
+                .spec
+                .bgp
+                .as_ref()
+                .is_some_and(|b| b.ipv6_address.as_deref().is_some_and(|a| !a.is_empty()));
+            (n.metadata.labels, v6)
+        }
+        _ => (BTreeMap::new(), false),
     };
     let mut out = TunnelAddrs::default();
-    for tunnel in [Tunnel::Ipip, Tunnel::Vxlan] {
+    for tunnel in Tunnel::ALL {
         let handle = tunnel.handle(node);
-        let needing = pools_needing(tunnel, &pools, &labels);
+        let needing = if tunnel == Tunnel::Vxlan6 && !has_v6 {
+            Vec::new()
+        } else {
+            pools_needing(tunnel, &pools, &labels)
+        };
         let ipam_err = |what: String| {
             move |source| Error::Ipam {
                 what,
                 source: Box::new(source),
             }
         };
-        let current: Vec<IpNet> = ipam
+        let current: Vec<IpAddr> = ipam
             .ips_by_handle(&handle)
             .await
-            .map_err(ipam_err(format!("reading tunnel addresses of {handle}")))?;
-        let keep = current.iter().find_map(|ip| match ip {
-            IpNet::V4(v4) if needing.iter().any(|(_, c)| c.contains(&v4.addr())) => Some(v4.addr()),
-            _ => None,
-        });
+            .map_err(ipam_err(format!("reading tunnel addresses of {handle}")))?
+            .into_iter()
+            .map(|n| n.addr())
+            .collect();
+        let keep = current
+            .iter()
+            .copied()
+            .find(|ip| needing.iter().any(|(_, c)| c.contains(ip)));
         let addr = match keep {
             Some(a) => {
-                let extra: Vec<_> = current
-                    .iter()
-                    .map(|n| n.addr())
-                    .filter(|ip| *ip != std::net::IpAddr::V4(a))
-                    .collect();
+                let extra: Vec<IpAddr> = current.iter().copied().filter(|ip| *ip != a).collect();
                 if !extra.is_empty() {
                     ipam.release_ips(&extra)
                         .await
@@ -468,30 +626,32 @@ pub async fn reconcile_tunnels(ds: &Arc<dyn Datastore>, node: &str) -> Result<Tu
                 if needing.is_empty() {
                     None
                 } else {
-                    let req = AutoAssignRequest {
-                        pools_v4: needing.iter().map(|(n, _)| n.clone()).collect(),
+                    let names: Vec<String> = needing.iter().map(|(n, _)| n.clone()).collect();
+                    let mut req = AutoAssignRequest {
                         use_: AllowedUse::Tunnel,
                         ..AutoAssignRequest::new(handle.clone(), node)
                     };
+                    match tunnel.family() {
+                        Family::V4 => req.pools_v4 = names,
+                        Family::V6 => {
+                            req.num_v4 = 0;
+                            req.num_v6 = 1;
+                            req.pools_v6 = names;
+                        }
+                    }
                     let got = ipam
                         .auto_assign(&req)
                         .await
                         .map_err(ipam_err(format!("allocating {handle}")))?;
-                    let a = got.v4.first().map(|n| n.addr()).and_then(|a| match a {
-                        std::net::IpAddr::V4(v4) => Some(v4),
-                        _ => None,
-                    });
+                    let a = got.v4.iter().chain(&got.v6).next().map(|n| n.addr());
                     info!(%handle, address = ?a, "allocated tunnel address");
                     a
                 }
             }
         };
-        match tunnel {
-            Tunnel::Ipip => out.ipip = addr,
-            Tunnel::Vxlan => out.vxlan = addr,
-        }
+        *out.slot(tunnel) = addr;
     }
-    let mac = vxlan_mac(node);
+    let (mac, mac6) = (vxlan_mac(node), vxlan_mac_v6(node));
     update_node(ds.as_ref(), node, |n| {
         let before = n.spec.clone();
         let ipip = out.ipip.map(|a| a.to_string());
@@ -503,6 +663,8 @@ pub async fn reconcile_tunnels(ds: &Arc<dyn Datastore>, node: &str) -> Result<Tu
         }
         n.spec.ipv4_vxlan_tunnel_addr = out.vxlan.map(|a| a.to_string());
         n.spec.vxlan_tunnel_mac_addr = out.vxlan.map(|_| mac.clone());
+        n.spec.ipv6_vxlan_tunnel_addr = out.vxlan6.map(|a| a.to_string());
+        n.spec.vxlan_tunnel_mac_addr_v6 = out.vxlan6.map(|_| mac6.clone());
         n.spec != before
     })
     .await?;
@@ -652,8 +814,16 @@ mod tests {
             cidr: "198.18.0.0/16".parse().unwrap(),
             ..DefaultPool::default()
         };
-        assert!(ensure_default_pool(ds.as_ref(), &cfg).await.unwrap());
-        assert!(!ensure_default_pool(ds.as_ref(), &cfg).await.unwrap());
+        assert_eq!(
+            ensure_default_pool(ds.as_ref(), &cfg).await.unwrap(),
+            [DEFAULT_POOL_NAME]
+        );
+        assert!(
+            ensure_default_pool(ds.as_ref(), &cfg)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let p = pool(&ds, DEFAULT_POOL_NAME).await;
         assert_eq!(p.spec.cidr, Some("198.18.0.0/16".parse().unwrap()));
         assert_eq!(p.spec.ipip_mode(), EncapMode::Always);
@@ -665,13 +835,23 @@ mod tests {
         let mut p2 = cfg.pool();
         p2.metadata.name = "mine".into();
         other.create(Resource::IPPool(p2)).await.unwrap();
-        assert!(!ensure_default_pool(other.as_ref(), &cfg).await.unwrap());
+        assert!(
+            ensure_default_pool(other.as_ref(), &cfg)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let none = mem();
         let off = DefaultPool {
             create: false,
             ..cfg
         };
-        assert!(!ensure_default_pool(none.as_ref(), &off).await.unwrap());
+        assert!(
+            ensure_default_pool(none.as_ref(), &off)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(none.list(Kind::IPPool).await.unwrap().items.is_empty());
     }
 
@@ -811,7 +991,7 @@ mod tests {
         // IPIP Always: an IPIP tunnel address, no VXLAN.
         let t = reconcile_tunnels(&ds, "n1").await.unwrap();
         let ipip = t.ipip.expect("IPIP address");
-        assert!(cfg.cidr.contains(&ipip));
+        assert!(IpNet::V4(cfg.cidr).contains(&ipip));
         assert_eq!(t.vxlan, None);
         let n = node(&ds, "n1").await;
         assert_eq!(
@@ -845,7 +1025,7 @@ mod tests {
         );
         assert_eq!(
             ipam.ips_by_handle("vxlan-tunnel-addr-n1").await.unwrap()[0].addr(),
-            std::net::IpAddr::V4(vx)
+            vx
         );
         let n = node(&ds, "n1").await;
         assert_eq!(n.spec.bgp.as_ref().unwrap().ipv4_ipip_tunnel_addr, None);
@@ -892,12 +1072,141 @@ mod tests {
         set_modes(&ds, DEFAULT_POOL_NAME, EncapMode::Never, EncapMode::Never).await;
         let new = reconcile_tunnels(&ds, "n1").await.unwrap().vxlan.unwrap();
         assert_ne!(old, new);
-        assert!("198.19.0.0/24".parse::<Ipv4Net>().unwrap().contains(&new));
+        assert!("198.19.0.0/24".parse::<IpNet>().unwrap().contains(&new));
         let held = Ipam::new(ds.clone())
             .ips_by_handle("vxlan-tunnel-addr-n1")
             .await
             .unwrap();
         assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn default_ipv6_pool_settings() {
+        assert_eq!(DefaultPool::from_env(&env(&[])).unwrap().v6, None);
+        let d = DefaultPool::from_env(&env(&[
+            ("CALICO_IPV6POOL_CIDR", "2001:db8:42::/48"),
+            ("CALICO_IPV6POOL_VXLAN", "Always"),
+        ]))
+        .unwrap();
+        let v6 = d.v6.unwrap();
+        assert_eq!(v6.cidr.to_string(), "2001:db8:42::/48");
+        assert_eq!(v6.vxlan_mode, EncapMode::Always);
+        assert!(!v6.nat_outgoing);
+        assert_eq!(v6.block_size, 122);
+        for (k, v) in [
+            ("CALICO_IPV6POOL_CIDR", "198.18.0.0/16"),
+            ("CALICO_IPV6POOL_CIDR", "2001:db8::1/64"),
+        ] {
+            let e = DefaultPool::from_env(&env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(k), "{e}");
+        }
+        let e = DefaultPool::from_env(&env(&[
+            ("CALICO_IPV6POOL_CIDR", "2001:db8::/64"),
+            ("CALICO_IPV6POOL_BLOCK_SIZE", "100"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("CALICO_IPV6POOL_BLOCK_SIZE"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn default_pools_are_created_per_family() {
+        let ds = mem();
+        let cfg = DefaultPool {
+            cidr: "198.18.0.0/16".parse().unwrap(),
+            v6: Some(DefaultPool6 {
+                cidr: "2001:db8:42::/48".parse().unwrap(),
+                vxlan_mode: EncapMode::Always,
+                nat_outgoing: false,
+                block_size: 122,
+                node_selector: "all()".into(),
+            }),
+            ..DefaultPool::default()
+        };
+        // An IPv4 pool exists already: only the IPv6 default is created.
+        let mut mine = cfg.pool();
+        mine.metadata.name = "mine".into();
+        ds.create(Resource::IPPool(mine)).await.unwrap();
+        assert_eq!(
+            ensure_default_pool(ds.as_ref(), &cfg).await.unwrap(),
+            [DEFAULT_POOL6_NAME]
+        );
+        let p = pool(&ds, DEFAULT_POOL6_NAME).await;
+        assert_eq!(p.spec.block_size(), 122);
+        assert_eq!(p.spec.vxlan_mode(), EncapMode::Always);
+        assert!(
+            ensure_default_pool(ds.as_ref(), &cfg)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn ipv6_vxlan_tunnel_address_only_for_nodes_with_ipv6() {
+        let ds = mem();
+        let cfg = DefaultPool {
+            cidr: "198.18.0.0/16".parse().unwrap(),
+            ipip_mode: EncapMode::Never,
+            v6: Some(DefaultPool6 {
+                cidr: "2001:db8:42::/48".parse().unwrap(),
+                vxlan_mode: EncapMode::Always,
+                nat_outgoing: false,
+                block_size: 122,
+                node_selector: "all()".into(),
+            }),
+            ..DefaultPool::default()
+        };
+        ensure_default_pool(ds.as_ref(), &cfg).await.unwrap();
+        ensure_node(
+            ds.as_ref(),
+            "n1",
+            "192.0.2.11/24".parse().unwrap(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            reconcile_tunnels(&ds, "n1").await.unwrap(),
+            TunnelAddrs::default()
+        );
+
+        ensure_node(
+            ds.as_ref(),
+            "n1",
+            "192.0.2.11/24".parse().unwrap(),
+            Some("2001:db8::11/64".parse().unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+        let t = reconcile_tunnels(&ds, "n1").await.unwrap();
+        let a6 = t.vxlan6.expect("IPv6 VTEP address");
+        assert!("2001:db8:42::/48".parse::<IpNet>().unwrap().contains(&a6));
+        assert_eq!((t.ipip, t.vxlan), (None, None));
+        let n = node(&ds, "n1").await;
+        assert_eq!(n.spec.ipv6_vxlan_tunnel_addr, Some(a6.to_string()));
+        assert_eq!(n.spec.vxlan_tunnel_mac_addr_v6, Some(vxlan_mac_v6("n1")));
+        assert_ne!(vxlan_mac_v6("n1"), vxlan_mac("n1"));
+        assert_eq!(n.spec.vxlan_tunnel_mac_addr, None);
+
+        set_modes(&ds, DEFAULT_POOL6_NAME, EncapMode::Never, EncapMode::Never).await;
+        assert_eq!(
+            reconcile_tunnels(&ds, "n1").await.unwrap(),
+            TunnelAddrs::default()
+        );
+        let n = node(&ds, "n1").await;
+        assert_eq!(n.spec.ipv6_vxlan_tunnel_addr, None);
+        assert_eq!(n.spec.vxlan_tunnel_mac_addr_v6, None);
+        assert!(
+            Ipam::new(ds.clone())
+                .ips_by_handle(&vxlan_v6_tunnel_handle("n1"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -937,6 +1246,7 @@ mod tests {
         labels.insert("rack".into(), "r1".into());
         assert_eq!(names(Tunnel::Vxlan, &labels), ["on", "sel"]);
         assert_eq!(names(Tunnel::Ipip, &labels), ["ipip"]);
+        assert_eq!(names(Tunnel::Vxlan6, &labels), ["v6"]);
     }
 
     #[tokio::test]
