@@ -52,7 +52,7 @@ impl Default for BirdOptions {
     }
 }
 
-/// The BIRD 2 configuration equivalent to [`crate::render`] for `node`.
+/// The BIRD 2 configuration equivalent to [`crate::render()`] for `node`.
 pub fn render_bird(res: &Resources, node: &str, opts: &BirdOptions) -> Result<String, RenderError> {
     let plan = plan(res, node)?;
     bird_config(&plan, res, opts)

@@ -1,6 +1,6 @@
 //! confd: resources in, speaker and felix configuration out.
 //!
-//! - [`render`]: pure, `(resources, node) -> bgp::config::Config` (Calico's mesh, route
+//! - [`mod@render`]: pure, `(resources, node) -> bgp::config::Config` (Calico's mesh, route
 //!   reflector, BGPPeer and origination rules; see the module docs for each rule's source), and
 //!   [`felix_config`], the merged FelixConfiguration.
 //! - [`bird`]: the same plan as a BIRD 2 configuration file, for a node that runs BIRD.

@@ -69,7 +69,9 @@ impl Default for RenderOptions {
 /// What the loop hands to tabby-node.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConfdUpdate {
-    /// A new speaker configuration, different from the previous one sent.
+    /// A new speaker configuration, different from the previous one sent. Not sent while the
+    /// node cannot be rendered (its Node resource is missing or has no IPv4 BGP address): the
+    /// [`RenderError`] is logged and the previous configuration stays in force.
     Speaker(Box<Config>),
     /// felix inputs that changed since the previous batch (the first batch is everything).
     Felix(Vec<felix::calc::Input>),
