@@ -24,6 +24,7 @@
 
 #[path = "../tests/bgpd/mod.rs"]
 mod bgpd;
+mod inproc_receiver;
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -42,18 +43,25 @@ const SETTLE: Duration = Duration::from_secs(1);
 fn main() {
     let n: u32 = env_or("TABBY_BENCH_N", 1_000_000);
     let mesh_n: usize = env_or("TABBY_BENCH_MESH", 50);
-    let bin = bgpd::bgpd_binary(option_env!("CARGO_BIN_EXE_tabby-bgpd"));
-    let Some(bin) = bin else {
-        eprintln!(
-            "receive_vs_bird: no tabby-bgpd binary (build it, or set TABBY_BGPD); measuring BIRD only"
-        );
-        let (bird, _) = bgpd::in_own_netns(move || receive(n, None));
-        print_table(n, &bird, None);
-        return;
+    if std::env::var_os(inproc_receiver::ENV).is_some() {
+        return inproc_receiver::main();
+    }
+    let (bin, name, env) = match bgpd::bgpd_binary(option_env!("CARGO_BIN_EXE_tabby-bgpd")) {
+        Some(bin) => (bin, "tabby-bgpd", None),
+        None => {
+            eprintln!(
+                "receive_vs_bird: no tabby-bgpd binary (build it, or set TABBY_BGPD): measuring the library's session + RIB in a process of its own instead, and no mesh"
+            );
+            let me = std::env::current_exe().expect("own path");
+            (me, "tabby (lib)", Some(inproc_receiver::ENV))
+        }
     };
-    let b = bin.clone();
-    let (bird, tabby) = bgpd::in_own_netns(move || receive(n, Some(&b)));
-    print_table(n, &bird, tabby.as_ref());
+    let (b, in_proc) = (bin.clone(), env.is_some());
+    let (bird, tabby) = bgpd::in_own_netns(move || receive(n, &b, name, env));
+    print_table(n, &bird, &tabby);
+    if in_proc {
+        return;
+    }
     if mesh_n > 1 {
         let f = bgpd::in_own_netns(move || bgpd::run_mesh(&bin, mesh_n, Duration::from_secs(120)))
             .unwrap_or_else(|e| panic!("mesh: {e}"));
@@ -103,7 +111,7 @@ struct Figures {
     peak_rss_kib: u64,
 }
 
-fn print_table(n: u32, bird: &Figures, tabby: Option<&Figures>) {
+fn print_table(n: u32, bird: &Figures, tabby: &Figures) {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -121,7 +129,7 @@ fn print_table(n: u32, bird: &Figures, tabby: Option<&Figures>) {
         "RSS MB",
         "RSS B/prefix"
     );
-    for f in std::iter::once(bird).chain(tabby) {
+    for f in [bird, tabby] {
         let _ = writeln!(
             out,
             "{:<12} {:>8.3} {:>10.3} {:>11.3} {:>8.3} {:>12.3} {:>8.1} {:>13.1}",
@@ -135,7 +143,8 @@ fn print_table(n: u32, bird: &Figures, tabby: Option<&Figures>) {
             f.peak_rss_kib as f64 * 1024.0 / f64::from(n)
         );
     }
-    if let Some(t) = tabby {
+    {
+        let t = tabby;
         let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         let _ = writeln!(
             out,
@@ -162,8 +171,9 @@ fn print_table(n: u32, bird: &Figures, tabby: Option<&Figures>) {
     print!("{out}");
 }
 
-/// Runs both receivers against one sender; `bin` is tabby-bgpd.
-fn receive(n: u32, bin: Option<&Path>) -> (Figures, Option<Figures>) {
+/// Runs both receivers against one sender; `bin` is tabby-bgpd (or the stand-in, started with
+/// `env` set).
+fn receive(n: u32, bin: &Path, name: &str, env: Option<&str>) -> (Figures, Figures) {
     let t = Instant::now();
     let sender = Bird::start("sender", &sender_config(n), LOAD_TIMEOUT);
     let loaded = poll_until(LOAD_TIMEOUT, || {
@@ -186,14 +196,12 @@ fn receive(n: u32, bin: Option<&Path>) -> (Figures, Option<Figures>) {
         })
     };
     eprintln!("{bird:?}");
-    let tabby = bin.map(|bin| {
-        let r = Bgpd::start(bin, "receiver", &receiver_tabby_config());
-        let f = measure("tabby-bgpd", n, &sender, r.pid(), || {
-            tabby_accepted(&r.status()?)
-        });
-        eprintln!("{f:?}");
-        f
-    });
+    let tabby = {
+        let env: Vec<(&str, &str)> = env.iter().map(|k| (*k, "1")).collect();
+        let r = Bgpd::start_with_env(bin, "receiver", &receiver_tabby_config(), &env);
+        measure(name, n, &sender, r.pid(), || tabby_accepted(&r.status()?))
+    };
+    eprintln!("{tabby:?}");
     (bird, tabby)
 }
 
