@@ -20,7 +20,9 @@
 //!
 //! Run: `cargo bench -p bgp --bench receive_vs_bird` (N = 1,000,000). Environment:
 //! `TABBY_BENCH_N` (routes, default 1000000), `TABBY_BENCH_MESH` (mesh speakers, default 50,
-//! 0 to skip), `TABBY_BGPD` (the daemon to measure instead of the one Cargo built).
+//! 0 to skip), `TABBY_BENCH_RUNS` (runs per receiver, default 3; medians are printed),
+//! `TABBY_BENCH_TRACE` (print the count at each poll), `TABBY_BGPD` (the daemon to measure
+//! instead of the one Cargo built, e.g. a script that runs it under valgrind).
 
 #[path = "../tests/bgpd/mod.rs"]
 mod bgpd;
@@ -42,10 +44,11 @@ const SETTLE: Duration = Duration::from_secs(1);
 fn main() {
     let n: u32 = env_or("TABBY_BENCH_N", 1_000_000);
     let mesh_n: usize = env_or("TABBY_BENCH_MESH", 50);
+    let runs: usize = env_or("TABBY_BENCH_RUNS", 3).max(1);
     let bin = bgpd::bgpd_binary(Some(env!("CARGO_BIN_EXE_tabby-bgpd")))
         .expect("the tabby-bgpd binary (or $TABBY_BGPD)");
     let b = bin.clone();
-    let (bird, tabby) = bgpd::in_own_netns(move || receive(n, &b));
+    let (bird, tabby) = bgpd::in_own_netns(move || receive(n, runs, &b));
     print_table(n, &bird, &tabby);
     if mesh_n > 1 {
         let f = bgpd::in_own_netns(move || bgpd::run_mesh(&bin, mesh_n, Duration::from_secs(120)))
@@ -91,25 +94,52 @@ struct Figures {
     to_100: Duration,
     /// Receiver CPU from just before the sender was enabled until it settled.
     cpu: Duration,
+    /// Of `cpu`, in the kernel.
+    sys: Duration,
     /// Receiver CPU when 100 % were in.
     cpu_at_100: Duration,
     peak_rss_kib: u64,
+    runs: usize,
+}
+
+impl Figures {
+    /// Each figure's median over the runs (the upper one for an even count).
+    fn median(runs: &[Figures]) -> Figures {
+        fn med<T: Ord + Copy>(runs: &[Figures], f: impl Fn(&Figures) -> T) -> T {
+            let mut v: Vec<T> = runs.iter().map(f).collect();
+            v.sort();
+            v[v.len() / 2]
+        }
+        Figures {
+            name: runs[0].name.clone(),
+            established: med(runs, |f| f.established),
+            to_99: med(runs, |f| f.to_99),
+            to_100: med(runs, |f| f.to_100),
+            cpu: med(runs, |f| f.cpu),
+            sys: med(runs, |f| f.sys),
+            cpu_at_100: med(runs, |f| f.cpu_at_100),
+            peak_rss_kib: med(runs, |f| f.peak_rss_kib),
+            runs: runs.len(),
+        }
+    }
 }
 
 fn print_table(n: u32, bird: &Figures, tabby: &Figures) {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "receive benchmark: N = {n} IPv4 /32s, eBGP from a BIRD 2 sender"
+        "receive benchmark: N = {n} IPv4 /32s, eBGP from a BIRD 2 sender; medians of {} runs",
+        bird.runs
     );
     let _ = writeln!(
         out,
-        "{:<12} {:>8} {:>10} {:>11} {:>8} {:>12} {:>8} {:>13}",
+        "{:<12} {:>8} {:>10} {:>11} {:>8} {:>6} {:>12} {:>8} {:>13}",
         "receiver",
         "estab s",
         "load 99 %",
         "load 100 %",
         "CPU s",
+        "sys s",
         "CPU@100 % s",
         "RSS MB",
         "RSS B/prefix"
@@ -117,12 +147,13 @@ fn print_table(n: u32, bird: &Figures, tabby: &Figures) {
     for f in [bird, tabby] {
         let _ = writeln!(
             out,
-            "{:<12} {:>8.3} {:>10.3} {:>11.3} {:>8.3} {:>12.3} {:>8.1} {:>13.1}",
+            "{:<12} {:>8.3} {:>10.3} {:>11.3} {:>8.3} {:>6.2} {:>12.3} {:>8.1} {:>13.1}",
             f.name,
             f.established.as_secs_f64(),
             f.to_99.as_secs_f64(),
             f.to_100.as_secs_f64(),
             f.cpu.as_secs_f64(),
+            f.sys.as_secs_f64(),
             f.cpu_at_100.as_secs_f64(),
             f.peak_rss_kib as f64 / 1024.0,
             f.peak_rss_kib as f64 * 1024.0 / f64::from(n)
@@ -133,12 +164,13 @@ fn print_table(n: u32, bird: &Figures, tabby: &Figures) {
         let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
         let _ = writeln!(
             out,
-            "{:<12} {:>8} {:>10.2} {:>11.2} {:>8.2} {:>12.2} {:>8.2}",
+            "{:<12} {:>8} {:>10.2} {:>11.2} {:>8.2} {:>6} {:>12.2} {:>8.2}",
             "tabby/BIRD",
             "",
             r(t.to_99.as_secs_f64(), bird.to_99.as_secs_f64()),
             r(t.to_100.as_secs_f64(), bird.to_100.as_secs_f64()),
             r(t.cpu.as_secs_f64(), bird.cpu.as_secs_f64()),
+            "",
             r(t.cpu_at_100.as_secs_f64(), bird.cpu_at_100.as_secs_f64()),
             r(t.peak_rss_kib as f64, bird.peak_rss_kib as f64),
         );
@@ -157,7 +189,7 @@ fn print_table(n: u32, bird: &Figures, tabby: &Figures) {
 }
 
 /// Runs both receivers, one after the other, against one sender; `bin` is tabby-bgpd.
-fn receive(n: u32, bin: &Path) -> (Figures, Figures) {
+fn receive(n: u32, runs: usize, bin: &Path) -> (Figures, Figures) {
     let t = Instant::now();
     let sender = Bird::start("sender", &sender_config(n), LOAD_TIMEOUT);
     let loaded = poll_until(LOAD_TIMEOUT, || {
@@ -173,21 +205,27 @@ fn receive(n: u32, bin: &Path) -> (Figures, Figures) {
         t.elapsed().as_secs_f64()
     );
 
-    let bird = {
-        let r = Bird::start("receiver", RECEIVER_BIRD, Duration::from_secs(10));
-        measure("BIRD 2", n, &sender, r.pid(), || {
-            bird_imported(&r.birdc("show protocols all send"))
-        })
-    };
-    eprintln!("{bird:?}");
-    let tabby = {
-        let r = Bgpd::start(bin, "receiver", &receiver_tabby_config());
-        measure("tabby-bgpd", n, &sender, r.pid(), || {
-            tabby_accepted(&r.status()?)
-        })
-    };
-    eprintln!("{tabby:?}");
-    (bird, tabby)
+    let (mut birds, mut tabbies) = (Vec::new(), Vec::new());
+    // Interleaved, so that drift on a shared machine hits both receivers alike.
+    for _ in 0..runs {
+        let bird = {
+            let r = Bird::start("receiver", RECEIVER_BIRD, Duration::from_secs(10));
+            measure("BIRD 2", n, &sender, r.pid(), || {
+                bird_imported(&r.birdc("show protocols all send"))
+            })
+        };
+        eprintln!("{bird:?}");
+        birds.push(bird);
+        let tabby = {
+            let r = Bgpd::start(bin, "receiver", &receiver_tabby_config());
+            measure("tabby-bgpd", n, &sender, r.pid(), || {
+                tabby_accepted(&r.status()?)
+            })
+        };
+        eprintln!("{tabby:?}");
+        tabbies.push(tabby);
+    }
+    (Figures::median(&birds), Figures::median(&tabbies))
 }
 
 /// Enables the sender's session to a freshly started receiver and measures the receiver.
@@ -242,6 +280,8 @@ fn measure(
         to_100: to_100.saturating_sub(established),
         established,
         cpu: settled.cpu.saturating_sub(before.cpu),
+        sys: settled.sys.saturating_sub(before.sys),
+        runs: 1,
         cpu_at_100: at_100.cpu.saturating_sub(before.cpu),
         peak_rss_kib: settled.peak_rss_kib,
     }

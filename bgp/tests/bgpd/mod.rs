@@ -52,6 +52,8 @@ pub fn spawn_with_pdeathsig(cmd: &mut Command, log: &Path) -> Child {
 pub struct ProcStats {
     /// utime + stime of all its threads.
     pub cpu: Duration,
+    /// stime alone: the kernel's share of `cpu` (socket reads, futex wake-ups).
+    pub sys: Duration,
     /// Peak resident set size (VmHWM), KiB.
     pub peak_rss_kib: u64,
     /// Current resident set size (VmRSS), KiB.
@@ -65,8 +67,8 @@ impl ProcStats {
         // The command name may hold spaces and parentheses: fields start after the last ')'.
         let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
         // proc(5): utime is field 14 and stime field 15; `fields[0]` is field 3 (state).
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -78,7 +80,8 @@ impl ProcStats {
                 .unwrap_or(0)
         };
         Some(ProcStats {
-            cpu: Duration::from_micros(ticks * 1_000_000 / hz),
+            cpu: Duration::from_micros((utime + stime) * 1_000_000 / hz),
+            sys: Duration::from_micros(stime * 1_000_000 / hz),
             peak_rss_kib: kib("VmHWM:"),
             rss_kib: kib("VmRSS:"),
         })
