@@ -621,10 +621,11 @@ impl Task {
                 let eor = u.as_end_of_rib().is_some();
                 let ch = self.rib.receive(id, u);
                 self.apply(ch, Some(id));
-                if eor && self.rib.peer_counts(id).stale == 0 {
-                    if let Some(p) = self.peers.get_mut(&key) {
-                        p.stale_deadline = None;
-                    }
+                if eor
+                    && self.rib.peer_counts(id).stale == 0
+                    && let Some(p) = self.peers.get_mut(&key)
+                {
+                    p.stale_deadline = None;
                 }
             }
             SessionEventKind::Down { reason, graceful } => {
