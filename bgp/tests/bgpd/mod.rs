@@ -187,6 +187,14 @@ impl Bgpd {
         assert_eq!(rc, 0, "SIGHUP to tabby-bgpd {}", self.name);
     }
 
+    /// Sends SIGTERM (if the process is still ours to signal).
+    pub fn terminate(&mut self) {
+        if self.alive() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -203,7 +211,14 @@ impl Bgpd {
 }
 
 impl Drop for Bgpd {
+    /// SIGTERM first (tabby-bgpd closes its sessions and exits; a profiler wrapping it gets
+    /// to write its output), SIGKILL after 10 s.
     fn drop(&mut self) {
+        self.terminate();
+        let end = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -284,6 +299,13 @@ pub fn mesh_config(i: usize, n: usize, originate: &[String]) -> String {
 /// A running mesh of tabby-bgpd speakers.
 pub struct Mesh {
     pub speakers: Vec<Bgpd>,
+}
+
+impl Drop for Mesh {
+    /// Stops all speakers at once rather than one after the other.
+    fn drop(&mut self) {
+        self.speakers.iter_mut().for_each(Bgpd::terminate);
+    }
 }
 
 /// What a mesh run measured.
