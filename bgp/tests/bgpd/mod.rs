@@ -10,6 +10,7 @@
 //! theirs alone.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
@@ -340,15 +341,33 @@ impl Mesh {
         Some(s)
     }
 
-    /// Polls every speaker in `which` until each has all `prefixes` (or `timeout`); returns
-    /// the time it took, or a description of who was missing what.
+    /// Next hops per prefix in speaker `i`'s (0-based) `routes`
+    /// (`{"routes":[{"prefix":…,"next_hops":[…]}]}`).
+    pub fn next_hops_of(&self, i: usize) -> Option<HashMap<String, Vec<String>>> {
+        let v = self.speakers[i].routes()?;
+        let routes = v.get("routes")?.as_array()?;
+        Some(
+            routes
+                .iter()
+                .filter_map(|r| {
+                    let prefix = r.get("prefix")?.as_str()?.to_string();
+                    let mut nh = Vec::new();
+                    json_strings(r.get("next_hops")?, &mut nh);
+                    Some((prefix, nh))
+                })
+                .collect(),
+        )
+    }
+
+    /// Polls every speaker in `which` until each has all `prefixes` (or `timeout` after
+    /// `start`); returns the time since `start`, or a description of who was missing what.
     pub fn wait_for(
         &mut self,
+        start: Instant,
         which: &[usize],
         prefixes: impl Fn(usize) -> Vec<String>,
         timeout: Duration,
     ) -> Result<Duration, String> {
-        let start = Instant::now();
         let mut pending: Vec<usize> = which.to_vec();
         loop {
             pending.retain(|&i| {
@@ -405,13 +424,30 @@ pub fn run_mesh(bin: &Path, n: usize, timeout: Duration) -> Result<MeshFigures, 
     let all: Vec<usize> = (0..n).collect();
     let others =
         |i: usize| -> Vec<String> { (1..=n).filter(|&j| j != i + 1).map(mesh_block).collect() };
-    mesh.wait_for(&all, others, timeout)?;
-    let initial = t0.elapsed();
+    let initial = mesh.wait_for(t0, &all, others, timeout)?;
+    // iBGP without reflection: each block is learned straight from its originator, whose
+    // address is the next hop (RFC 4271 §5.1.3: unchanged towards iBGP peers).
+    for i in 0..n {
+        let nh = mesh
+            .next_hops_of(i)
+            .ok_or_else(|| format!("s{}: no routes answer", i + 1))?;
+        for j in (1..=n).filter(|&j| j != i + 1) {
+            let want = vec![mesh_addr(j).to_string()];
+            if nh.get(&mesh_block(j)) != Some(&want) {
+                return Err(format!(
+                    "s{}: {} has next hops {:?}, want {want:?}",
+                    i + 1,
+                    mesh_block(j),
+                    nh.get(&mesh_block(j))
+                ));
+            }
+        }
+    }
 
-    let first = &mesh.speakers[0];
-    first.reload(&mesh_config(1, n, &[mesh_block(1), mesh_new_block()]));
+    let t1 = Instant::now();
+    mesh.speakers[0].reload(&mesh_config(1, n, &[mesh_block(1), mesh_new_block()]));
     let rest: Vec<usize> = (1..n).collect();
-    let new_block = mesh.wait_for(&rest, |_| vec![mesh_new_block()], timeout)?;
+    let new_block = mesh.wait_for(t1, &rest, |_| vec![mesh_new_block()], timeout)?;
 
     let stats: Vec<ProcStats> = mesh.speakers.iter().filter_map(|s| s.stats()).collect();
     Ok(MeshFigures {
