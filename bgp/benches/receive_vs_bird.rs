@@ -59,6 +59,11 @@ fn main() {
             f.speakers, f.speakers
         );
         println!(
+            "  all {} sessions Established after start:                         {:.3} s",
+            f.speakers * (f.speakers - 1) / 2,
+            f.sessions_up.as_secs_f64()
+        );
+        println!(
             "  initial convergence (start to every speaker holding every block): {:.3} s",
             f.initial.as_secs_f64()
         );

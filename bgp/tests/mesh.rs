@@ -24,8 +24,9 @@ fn full_mesh_of_50_learns_every_block_and_a_new_one() {
     let f = bgpd::in_own_netns(move || bgpd::run_mesh(&bin, n, BOUND))
         .unwrap_or_else(|e| panic!("mesh of {n}: {e}"));
     println!(
-        "mesh of {}: every speaker has every block {:.3} s after start; new block on all {} others {:.3} s after SIGHUP; CPU {:.2} s in all, peak RSS {:.1} MB per speaker at most",
+        "mesh of {}: all sessions up {:.3} s and every speaker has every block {:.3} s after start; new block on all {} others {:.3} s after SIGHUP; CPU {:.2} s in all, peak RSS {:.1} MB per speaker at most",
         f.speakers,
+        f.sessions_up.as_secs_f64(),
         f.initial.as_secs_f64(),
         f.speakers - 1,
         f.new_block.as_secs_f64(),

@@ -313,6 +313,8 @@ impl Drop for Mesh {
 #[derive(Debug, Clone, Copy)]
 pub struct MeshFigures {
     pub speakers: usize,
+    /// From starting the first process until every session is Established.
+    pub sessions_up: Duration,
     /// From starting the first process until every speaker has every other's block.
     pub initial: Duration,
     /// From speaker 1's config reload until every other speaker has the new block.
@@ -357,6 +359,49 @@ impl Mesh {
                 })
                 .collect(),
         )
+    }
+
+    /// How many of speaker `i`'s (0-based) peers are Established, from its status.
+    pub fn established_of(&self, i: usize) -> Option<usize> {
+        let v = self.speakers[i].status()?;
+        let peers = v.get("status")?.get("peers")?.as_array()?;
+        Some(
+            peers
+                .iter()
+                .filter(|p| p.get("state").and_then(Value::as_str) == Some("Established"))
+                .count(),
+        )
+    }
+
+    /// Polls until every speaker has all its peers Established (or `timeout` after `start`);
+    /// returns the time since `start`.
+    pub fn wait_established(
+        &mut self,
+        start: Instant,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let n = self.speakers.len();
+        let mut pending: Vec<usize> = (0..n).collect();
+        loop {
+            pending.retain(|&i| self.established_of(i) != Some(n - 1));
+            if pending.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                let first = pending[0];
+                return Err(format!(
+                    "after {timeout:?}, {} speakers still have sessions down; {}: {}; its log:\n{}",
+                    pending.len(),
+                    self.speakers[first].name,
+                    self.speakers[first]
+                        .status()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default(),
+                    tail(&self.speakers[first].output(), 40)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Polls every speaker in `which` until each has all `prefixes` (or `timeout` after
@@ -424,6 +469,7 @@ pub fn run_mesh(bin: &Path, n: usize, timeout: Duration) -> Result<MeshFigures, 
     let all: Vec<usize> = (0..n).collect();
     let others =
         |i: usize| -> Vec<String> { (1..=n).filter(|&j| j != i + 1).map(mesh_block).collect() };
+    let sessions_up = mesh.wait_established(t0, timeout)?;
     let initial = mesh.wait_for(t0, &all, others, timeout)?;
     // iBGP without reflection: each block is learned straight from its originator, whose
     // address is the next hop (RFC 4271 §5.1.3: unchanged towards iBGP peers).
@@ -452,6 +498,7 @@ pub fn run_mesh(bin: &Path, n: usize, timeout: Duration) -> Result<MeshFigures, 
     let stats: Vec<ProcStats> = mesh.speakers.iter().filter_map(|s| s.stats()).collect();
     Ok(MeshFigures {
         speakers: n,
+        sessions_up,
         initial,
         new_block,
         cpu: stats.iter().map(|s| s.cpu).sum(),
