@@ -18,7 +18,8 @@
 //!
 //! Everything runs in a network namespace of its own (needs root, `bird2` from Debian).
 //!
-//! Run: `cargo bench -p bgp --bench receive_vs_bird` (N = 1,000,000). Environment:
+//! Run: `cargo bench -p bgp --bench receive_vs_bird` (N = 1,000,000; without `--bench`, as
+//! under `cargo test --benches`, a smoke run with N = 10,000 and a mesh of 5). Environment:
 //! `TABBY_BENCH_N` (routes, default 1000000), `TABBY_BENCH_MESH` (mesh speakers, default 50,
 //! 0 to skip), `TABBY_BENCH_RUNS` (runs per receiver, default 3; medians are printed),
 //! `TABBY_BENCH_TRACE` (print the count at each poll), `TABBY_BGPD` (the daemon to measure
@@ -42,9 +43,12 @@ const POLL: Duration = Duration::from_millis(10);
 const SETTLE: Duration = Duration::from_secs(1);
 
 fn main() {
-    let n: u32 = env_or("TABBY_BENCH_N", 1_000_000);
-    let mesh_n: usize = env_or("TABBY_BENCH_MESH", 50);
-    let runs: usize = env_or("TABBY_BENCH_RUNS", 3).max(1);
+    // `cargo bench` passes `--bench`; `cargo test --benches` (or `--all-targets`) runs this
+    // binary without it: then a smoke run, small enough for a test suite.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: u32 = env_or("TABBY_BENCH_N", if full { 1_000_000 } else { 10_000 });
+    let mesh_n: usize = env_or("TABBY_BENCH_MESH", if full { 50 } else { 5 });
+    let runs: usize = env_or("TABBY_BENCH_RUNS", if full { 3 } else { 1 }).max(1);
     let bin = bgpd::bgpd_binary(Some(env!("CARGO_BIN_EXE_tabby-bgpd")))
         .expect("the tabby-bgpd binary (or $TABBY_BGPD)");
     let b = bin.clone();
