@@ -108,6 +108,14 @@ struct Figures {
     /// Receiver CPU when 100 % were in.
     cpu_at_100: Duration,
     peak_rss_kib: u64,
+    /// VmRSS once settled after the load.
+    rss_kib: u64,
+    /// From the sender's `disable` until the receiver's table is empty.
+    down: Duration,
+    /// Receiver CPU for that (BIRD's includes answering `show route count` every 50 ms).
+    down_cpu: Duration,
+    /// VmHWM after the withdrawal: the peak over load and withdrawal.
+    down_peak_rss_kib: u64,
     runs: usize,
 }
 
@@ -128,6 +136,10 @@ impl Figures {
             sys: med(runs, |f| f.sys),
             cpu_at_100: med(runs, |f| f.cpu_at_100),
             peak_rss_kib: med(runs, |f| f.peak_rss_kib),
+            rss_kib: med(runs, |f| f.rss_kib),
+            down: med(runs, |f| f.down),
+            down_cpu: med(runs, |f| f.down_cpu),
+            down_peak_rss_kib: med(runs, |f| f.down_peak_rss_kib),
             runs: runs.len(),
         }
     }
@@ -194,6 +206,26 @@ fn print_table(n: u32, bird: &Figures, tabby: &Figures) {
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "\nsession down (sender disabled) until the receiver's table is empty:"
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>10} {:>8} {:>16} {:>22}",
+        "receiver", "withdraw s", "CPU s", "RSS after load MB", "peak RSS load+down MB"
+    );
+    for f in [bird, tabby] {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>10.3} {:>8.3} {:>16.1} {:>22.1}",
+            f.name,
+            f.down.as_secs_f64(),
+            f.down_cpu.as_secs_f64(),
+            f.rss_kib as f64 / 1024.0,
+            f.down_peak_rss_kib as f64 / 1024.0
+        );
+    }
     print!("{out}");
 }
 
@@ -219,17 +251,27 @@ fn receive(n: u32, runs: usize, bin: &Path) -> (Figures, Figures) {
     for _ in 0..runs {
         let bird = {
             let r = Bird::start("receiver", RECEIVER_BIRD, Duration::from_secs(10));
-            measure("BIRD 2", n, &sender, r.pid(), || {
-                bird_imported(&r.birdc("show protocols all send"))
-            })
+            measure(
+                "BIRD 2",
+                n,
+                &sender,
+                r.pid(),
+                || bird_imported(&r.birdc("show protocols all send")),
+                || bird_route_count(&r.birdc("show route count")),
+            )
         };
         eprintln!("{bird:?}");
         birds.push(bird);
         let tabby = {
             let r = Bgpd::start(bin, "receiver", &receiver_tabby_config());
-            measure("tabby-bgpd", n, &sender, r.pid(), || {
-                tabby_accepted(&r.status()?)
-            })
+            measure(
+                "tabby-bgpd",
+                n,
+                &sender,
+                r.pid(),
+                || tabby_accepted(&r.status()?),
+                || r.status()?.get("status")?.get("routes")?.as_u64(),
+            )
         };
         eprintln!("{tabby:?}");
         tabbies.push(tabby);
@@ -244,6 +286,7 @@ fn measure(
     sender: &Bird,
     pid: u32,
     mut count: impl FnMut() -> Option<u64>,
+    mut in_table: impl FnMut() -> Option<u64>,
 ) -> Figures {
     let n = u64::from(n);
     let before = ProcStats::of(pid).expect("receiver running");
@@ -282,8 +325,23 @@ fn measure(
     let at_100 = ProcStats::of(pid).expect("receiver running");
     std::thread::sleep(SETTLE);
     let settled = ProcStats::of(pid).expect("receiver running");
+
+    // Session down: the receiver withdraws all N routes.
+    let t1 = Instant::now();
     sender.birdc("disable recv");
+    let gone = poll_until(LOAD_TIMEOUT, || (in_table()? == 0).then_some(()));
+    assert!(
+        gone.is_some(),
+        "{name} kept routes after the session went down"
+    );
+    let down = t1.elapsed();
+    std::thread::sleep(SETTLE);
+    let after_down = ProcStats::of(pid).expect("receiver running");
     Figures {
+        down,
+        down_cpu: after_down.cpu.saturating_sub(settled.cpu),
+        down_peak_rss_kib: after_down.peak_rss_kib.max(settled.peak_rss_kib),
+        rss_kib: settled.rss_kib,
         name: name.to_string(),
         to_99: to_99.unwrap_or(to_100).saturating_sub(established),
         to_100: to_100.saturating_sub(established),
@@ -360,6 +418,13 @@ fn bird_imported(out: &str) -> Option<u64> {
     out.lines()
         .find_map(|l| l.trim().strip_prefix("Routes:"))
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
+}
+
+/// The route count of `show route count` ("N of N routes for N networks in table master4").
+fn bird_route_count(out: &str) -> Option<u64> {
+    out.lines()
+        .find(|l| l.contains("routes for"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
 }
 
 /// The largest `accepted` (else `received`) prefix count anywhere in tabby-bgpd's status
