@@ -9,12 +9,20 @@
 //! ```
 //!
 //! The sender is started once with its BGP protocol disabled and loads the N static routes
-//! first; then, per receiver: start the receiver, `enable` the sender's protocol, poll the
-//! receiver's accepted-route count every 10 ms (BIRD: `birdc show protocols all`, tabby:
-//! its control socket's status), note when it reaches 99 % and 100 % of N, and read the
-//! receiver's CPU time (utime + stime, from `/proc/PID/stat`, counted from just before the
-//! enable) and peak RSS (VmHWM) once it has settled (1 s after 100 %); then stop it and
-//! `disable` the sender's protocol. Neither receiver touches the kernel's routes.
+//! first; then, per run and receiver (BIRD and tabby-bgpd interleaved, 3 runs each, medians
+//! printed): start the receiver, `enable` the sender's protocol, poll the receiver's
+//! accepted-route count every 10 ms (BIRD: `birdc show protocols all`, tabby: its control
+//! socket's status), and note when the session is Established and when the count reaches
+//! 99 % and 100 % of N. Load times count from Established: BIRD takes most of a second to
+//! start the session, for either receiver. The receiver's CPU time (utime + stime from
+//! `/proc/PID/stat`, from just before the enable) and peak RSS (VmHWM from
+//! `/proc/PID/status`) are read once it has settled, 1 s after 100 %. Then the sender's
+//! protocol is disabled and the time, CPU and peak RSS until the receiver's table is empty
+//! are measured too (session down of a full-feed peer). Neither receiver touches the
+//! kernel's routes.
+//!
+//! The sender is asked for its protocol state at every poll: that wakes BIRD's event loop,
+//! which otherwise sends its last, partly filled UPDATE up to 3 s late.
 //!
 //! Everything runs in a network namespace of its own (needs root, `bird2` from Debian).
 //!
