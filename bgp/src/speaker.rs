@@ -3,13 +3,19 @@
 //! which carries out what the RIB returns (see the top of [`crate::rib`]).
 //!
 //! ```text
-//!  Speaker (Clone) ──mpsc Request: replace_config / originate / withdraw / status / routes /
-//!       │                          best_paths / shutdown ──────────────────────▶ ┌──────────────┐
-//!       │                                                                      │ speaker task │
-//!  Listener ──Incoming per peer──▶ session task ──mpsc SessionEvent──▶ forwarder│  Rib         │
-//!                                     ▲        (one per session, tags PeerId) ─▶│  peers map   │
-//!                                     └────────── SessionHandle::send(UPDATEs) ─│  stale timers│
-//!  best_paths() subscribers ◀── mpsc Vec<BestChange> (Loc-RIB snapshot first) ──└──────────────┘
+//!  Speaker (Clone; tabby-node, control server)
+//!     │ mpsc Request: replace_config / originate / withdraw /
+//!     │               best_paths / status / routes / shutdown
+//!     ▼
+//!  ┌──────────────────────┐  SessionHandle: send(UPDATEs), automatic_stop   ┌──────────────┐
+//!  │ speaker task         │ ───────────────────────────────────────────────▶│ session task │
+//!  │  Rib                 │                                                 │ (one a peer) │
+//!  │  peers by (addr,port)│ ◀── mpsc (PeerId, SessionEvent) ── forwarder ◀──│              │
+//!  │  stale timers        │         (one a session: tags events)            └──────────────┘
+//!  └──────────────────────┘                                                          ▲
+//!     │ mpsc Vec<BestChange> (Loc-RIB snapshot first)         Listener ── Incoming ──┘
+//!     ▼                                                      (accepted TCP, by source address)
+//!  best_paths() subscribers (felix)
 //! ```
 //!
 //! - Peers are keyed by (address, port). [`Speaker::replace_config`] diffs the peer lists:
@@ -28,7 +34,8 @@
 //!   Whether the speaker restarted is the caller's knowledge: `tabby-bgpd` keeps a marker
 //!   file (see the binary).
 //! - Max-prefix with action stop sends the Cease and leaves the session down
-//!   (AutomaticStop) until the peer's config changes or the speaker restarts.
+//!   (AutomaticStop) until the next [`Speaker::replace_config`] (tabby-bgpd: SIGHUP), which
+//!   starts it again, with the new limit if it changed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -546,18 +553,26 @@ impl Task {
 
         let wanted: HashMap<PeerKey, &PeerConfig> =
             new.peers.iter().map(|p| (key_of(p), p)).collect();
-        let mut waits = Vec::new();
         let current: Vec<PeerKey> = self.peers.keys().copied().collect();
         for k in current {
             let keep = wanted.get(&k).is_some_and(|c| **c == self.peers[&k].config);
-            if !keep {
+            if keep {
+                let p = self.peers.get_mut(&k).expect("listed");
+                if p.stopped {
+                    // A reload is how an operator brings back a session max-prefix stopped.
+                    info!(peer = %k.0, port = k.1, "restarting the session stopped for max-prefix");
+                    p.stopped = false;
+                    p.handle.start();
+                }
+            } else {
                 let cease = if wanted.contains_key(&k) {
                     Cease::new(CeaseSubcode::OtherConfigurationChange)
                 } else {
                     Cease::new(CeaseSubcode::PeerDeconfigured)
                 };
                 info!(peer = %k.0, port = k.1, "peer removed or changed: stopping its session");
-                waits.extend(self.remove_peer(k, cease));
+                // Not waited for: the session sends its Cease on its own.
+                let _ = self.remove_peer(k, cease);
             }
         }
         // A restarted peer registers its address with the listener again; the old session's
@@ -568,7 +583,6 @@ impl Task {
                 self.add_peer(p, false)?;
             }
         }
-        drop(waits);
         Ok(())
     }
 

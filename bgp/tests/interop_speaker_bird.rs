@@ -5,182 +5,14 @@
 //! temp file removed on drop, also when the test fails.
 
 mod daemons;
+mod interop_speaker_harness;
 
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bgp::control::{self, Request, Response};
-use bgp::speaker::{PeerStatus, Route, StatusReport};
+use bgp::speaker::PeerStatus;
 use daemons::{Bird, in_netns, poll};
-
-const SECS: Duration = Duration::from_secs(20);
-
-/// A `tabby-bgpd` process with its config, socket and log in `dir` (owned by the test, so
-/// a restarted daemon finds its restart marker).
-struct Bgpd {
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl Bgpd {
-    fn start(dir: &Path, yaml: &str) -> Bgpd {
-        std::fs::write(dir.join("bgpd.yaml"), yaml).expect("writing the config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("bgpd.log"))
-            .expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tabby-bgpd"));
-        cmd.arg("--config")
-            .arg(dir.join("bgpd.yaml"))
-            .arg("--socket")
-            .arg(dir.join("bgp.sock"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("starting tabby-bgpd");
-        let b = Bgpd {
-            child: Some(child),
-            dir: dir.to_path_buf(),
-        };
-        let up = std::iter::repeat_with(|| {
-            std::thread::sleep(Duration::from_millis(100));
-            b.socket().exists()
-        })
-        .take(100)
-        .any(|x| x);
-        assert!(up, "tabby-bgpd did not start: {}", b.output());
-        b
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("bgp.sock")
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.join("bgpd.log")).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.as_ref().expect("running").id();
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(pid as libc::pid_t, sig) };
-    }
-
-    /// Rewrites the config and sends SIGHUP.
-    fn reload(&self, yaml: &str) {
-        std::fs::write(self.dir.join("bgpd.yaml"), yaml).expect("writing the config");
-        self.signal(libc::SIGHUP);
-    }
-
-    /// kill -9, as a crash would.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let mut c = self.child.take().expect("running");
-        for _ in 0..100 {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = c.kill();
-        panic!("tabby-bgpd did not exit on SIGTERM: {}", self.output());
-    }
-
-    async fn status(&self) -> StatusReport {
-        match control::request(&self.socket(), &Request::Status).await {
-            Ok(Response::Status(s)) => s,
-            other => panic!("status: {other:?}"),
-        }
-    }
-
-    async fn routes(&self) -> Vec<Route> {
-        match control::request(&self.socket(), &Request::Routes).await {
-            Ok(Response::Routes(r)) => r,
-            other => panic!("routes: {other:?}"),
-        }
-    }
-
-    async fn find_peer(&self, addr: &str) -> Option<PeerStatus> {
-        let a: IpAddr = addr.parse().unwrap();
-        self.status()
-            .await
-            .peers
-            .into_iter()
-            .find(|p| p.address == a)
-    }
-
-    async fn peer(&self, addr: &str) -> PeerStatus {
-        self.find_peer(addr)
-            .await
-            .unwrap_or_else(|| panic!("no peer {addr}"))
-    }
-
-    /// Waits until the session with `addr` is configured and Established.
-    async fn wait_established(&self, addr: &str) -> PeerStatus {
-        let end = tokio::time::Instant::now() + SECS;
-        loop {
-            let p = self.find_peer(addr).await;
-            if let Some(p) = p.as_ref().filter(|p| p.state == "Established") {
-                return p.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "session with {addr} not Established: {p:?}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Waits until the Loc-RIB has `prefix` (with a route satisfying `pred`).
-    async fn learns(&self, prefix: &str, pred: impl Fn(&Route) -> bool) -> Route {
-        let p: ipnet::IpNet = prefix.parse().unwrap();
-        let end = tokio::time::Instant::now() + SECS;
-        loop {
-            if let Some(r) = self
-                .routes()
-                .await
-                .into_iter()
-                .find(|r| r.prefix == p && pred(r))
-            {
-                return r;
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "tabby-bgpd did not learn {prefix}: {:?}\n{}",
-                self.routes().await,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Bgpd {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use interop_speaker_harness::{Bgpd, SECS};
 
 /// A BIRD with static routes to export and the given BGP protocols (name, body).
 fn bird_conf(router_id: &str, statics: &[&str], protocols: &[(&str, &str)]) -> String {
@@ -472,10 +304,12 @@ fn bgpd_max_prefix_stops_the_session() {
                 &bird_bgp("127.0.0.2", 65002, "127.0.0.1", 64512, ""),
             )],
         ));
-        let bgpd = Bgpd::start(
-            dir.path(),
-            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: 2\n    max_prefix_action: stop\n",
-        );
+        let yaml = |limit: u32| {
+            format!(
+                "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: {limit}\n    max_prefix_action: stop\n"
+            )
+        };
+        let bgpd = Bgpd::start(dir.path(), &yaml(2));
         let end = tokio::time::Instant::now() + SECS;
         let p = loop {
             let p = bgpd.peer("127.0.0.2").await;
@@ -509,6 +343,55 @@ fn bgpd_max_prefix_stops_the_session() {
             "{p:?}"
         );
         assert!(bgpd.routes().await.is_empty());
+
+        // A reload brings it back; with the same limit it trips again, with a higher one it
+        // stays up.
+        bgpd.reload(&yaml(2));
+        let end = tokio::time::Instant::now() + SECS;
+        loop {
+            let p = bgpd.peer("127.0.0.2").await;
+            if p.established_count == 2 && p.stopped {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "{p:?}\n{}",
+                bgpd.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bgpd.reload(&yaml(10));
+        bgpd.learns("198.18.1.128/26", |_| true).await;
+        let p = bgpd.wait_established("127.0.0.2").await;
+        assert_eq!((p.accepted, p.stopped), (3, false), "{p:?}");
+    });
+}
+
+#[test]
+fn bgpd_max_prefix_warn_keeps_the_session() {
+    in_netns(&[], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let _bird = Bird::start(&bird_conf(
+            "127.0.0.2",
+            &["198.18.1.0/26", "198.18.1.64/26", "198.18.1.128/26"],
+            &[(
+                "tabby",
+                &bird_bgp("127.0.0.2", 65002, "127.0.0.1", 64512, ""),
+            )],
+        ));
+        let bgpd = Bgpd::start(
+            dir.path(),
+            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: 2\n    max_prefix_action: warn\n",
+        );
+        bgpd.learns("198.18.1.128/26", |_| true).await;
+        bgpd.learns("198.18.1.0/26", |_| true).await;
+        let p = bgpd.wait_established("127.0.0.2").await;
+        assert_eq!((p.accepted, p.stopped, p.established_count), (3, false, 1));
+        assert!(
+            bgpd.output().contains("max-prefix exceeded"),
+            "{}",
+            bgpd.output()
+        );
     });
 }
 
@@ -582,5 +465,136 @@ fn bgpd_live_config_change_leaves_other_sessions_alone() {
         })
         .await
         .unwrap_or_else(|| panic!("{}", b2.birdc("show protocols all tabby")));
+    });
+}
+
+#[test]
+fn bgpd_bird_ebgp_ipv6_routes_flow_both_ways() {
+    in_netns(&["2001:db8::1", "2001:db8::2"], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bird = Bird::start(
+            "router id 127.0.0.2;\nlog \"bird.log\" all;\nprotocol device {}\n\
+             protocol static s6 {\n  ipv6;\n  route 2001:db8:100::/48 blackhole;\n}\n\
+             protocol bgp tabby {\n  local 2001:db8::2 as 65002;\n  neighbor 2001:db8::1 as 64512;\n  strict bind yes;\n  multihop;\n  connect retry time 1;\n  ipv6 { import all; export all; };\n}\n",
+        );
+        let bgpd = Bgpd::start(
+            dir.path(),
+            "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"[2001:db8::1]:179\"]\npools: [\"2001:db8:100::/40\"]\noriginate: [\"2001:db8:104::/48\"]\npeers:\n  - address: 2001:db8::2\n    asn: 65002\n    connect_retry: 1\n",
+        );
+        bgpd.wait_established("2001:db8::2").await;
+        let r = bgpd.learns("2001:db8:100::/48", |_| true).await;
+        assert_eq!(r.next_hops, vec!["2001:db8::2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(r.as_path, "65002");
+        let route = bird_learns(&bird, "2001:db8:104::/48", "tabby").await;
+        assert!(route.contains("BGP.as_path: 64512"), "{route}");
+        assert!(route.contains("BGP.next_hop: 2001:db8::1"), "{route}");
+        let s = bgpd.status().await;
+        assert_eq!((s.peers[0].accepted, s.peers[0].advertised), (1, 1));
+    });
+}
+
+/// kill -9 of a BIRD (found by its config path, since the harness keeps the child private).
+fn kill9_bird(bird: &Bird) {
+    let conf = bird.dir().join("bird.conf");
+    let conf = conf.to_str().unwrap();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.starts_with("bird\0") && cmdline.contains(conf) {
+            // SAFETY: a signal to the BIRD this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return;
+        }
+    }
+    panic!("no bird process with {conf}");
+}
+
+fn bird_gr(restart_time: u32, statics: &[&str]) -> String {
+    bird_conf(
+        "127.0.0.2",
+        statics,
+        &[(
+            "tabby",
+            &bird_bgp(
+                "127.0.0.2",
+                64512,
+                "127.0.0.1",
+                64512,
+                &format!("  graceful restart on;\n  graceful restart time {restart_time};\n"),
+            ),
+        )],
+    )
+}
+
+const GR_HELPER: &str = "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\ngraceful_restart: {enabled: true, restart_time: 120}\npeers:\n  - address: 127.0.0.2\n    asn: 64512\n    connect_retry: 1\n";
+
+/// Waits until tabby-bgpd's peer 127.0.0.2 satisfies `pred`.
+async fn wait_peer(bgpd: &Bgpd, what: &str, pred: impl Fn(&PeerStatus) -> bool) -> PeerStatus {
+    let end = tokio::time::Instant::now() + SECS;
+    loop {
+        let p = bgpd.peer("127.0.0.2").await;
+        if pred(&p) {
+            return p;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{what}: {p:?}\n{}",
+            bgpd.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn bgpd_helps_a_restarting_bird_until_its_end_of_rib() {
+    in_netns(&[], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bird = Bird::start(&bird_gr(120, &["198.18.1.0/26", "198.18.1.64/26"]));
+        let bgpd = Bgpd::start(dir.path(), GR_HELPER);
+        bgpd.wait_established("127.0.0.2").await;
+        bgpd.learns("198.18.1.64/26", |r| !r.stale).await;
+        bgpd.learns("198.18.1.0/26", |r| !r.stale).await;
+
+        // BIRD crashes: its routes stay, stale, for its restart time.
+        kill9_bird(&bird);
+        let p = wait_peer(&bgpd, "routes not kept as stale", |p| {
+            p.state != "Established" && p.stale == 2
+        })
+        .await;
+        assert_eq!(p.accepted, 2, "{p:?}");
+        bgpd.learns("198.18.1.64/26", |r| r.stale).await;
+
+        // It comes back with one route: after its End-of-RIB the other one is gone and the
+        // kept one is fresh.
+        drop(bird);
+        let _bird = Bird::start(&bird_gr(120, &["198.18.1.0/26"]));
+        wait_peer(&bgpd, "stale routes not swept", |p| {
+            p.state == "Established" && p.stale == 0 && p.accepted == 1
+        })
+        .await;
+        let routes = bgpd.routes().await;
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        assert!(!routes[0].stale, "{routes:?}");
+    });
+}
+
+#[test]
+fn bgpd_drops_stale_routes_when_the_restart_time_runs_out() {
+    in_netns(&[], || async {
+        let dir = tempfile::tempdir().unwrap();
+        let bird = Bird::start(&bird_gr(2, &["198.18.1.0/26"]));
+        let bgpd = Bgpd::start(dir.path(), GR_HELPER);
+        bgpd.learns("198.18.1.0/26", |r| !r.stale).await;
+        kill9_bird(&bird);
+        wait_peer(&bgpd, "routes not kept as stale", |p| p.stale == 1).await;
+        // BIRD's restart time is 2 s and it does not come back.
+        wait_peer(&bgpd, "stale routes outlived the restart time", |p| {
+            p.accepted == 0
+        })
+        .await;
+        assert!(bgpd.routes().await.is_empty());
     });
 }

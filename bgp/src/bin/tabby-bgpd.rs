@@ -71,14 +71,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .join("tabby-bgpd.running")
     });
     let restarting = marker.exists();
-    if let Some(dir) = marker.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("creating the run dir {}: {e}", dir.display()))?;
-    }
-    std::fs::write(&marker, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("writing the restart marker {}: {e}", marker.display()))?;
     if restarting {
         info!(marker = %marker.display(), "previous run did not shut down cleanly: restarting (RFC 4724 R bit)");
     }
@@ -91,6 +83,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut hup = signal(SignalKind::hangup())?;
     let speaker = Speaker::start_with(config, options).await?;
     let server = control::serve(&args.socket, speaker.clone())?;
+    // Written once running, so that a start that fails (bad listen address, say) does not
+    // make the next one look like a restart.
+    if let Some(dir) = marker.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("creating the run dir {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&marker, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("writing the restart marker {}: {e}", marker.display()))?;
     info!(socket = %args.socket.display(), "control socket ready");
     loop {
         tokio::select! {
