@@ -10,9 +10,12 @@
 //!   process in [`decision`] and the advertisement rules (split horizon, route reflection,
 //!   next hop) in [`reflection`].
 //! - [`config`]: tabby-bgpd's configuration; [`policy`]: import, export and max-prefix rules.
+//! - [`speaker`]: the API tabby-node and `tabby-bgpd` use: sessions, RIB and config changes
+//!   wired together; [`control`]: the local control socket `tabbyctl node` reads.
 
 pub mod collision;
 pub mod config;
+pub mod control;
 pub mod decision;
 pub mod fsm;
 pub mod packet;
@@ -21,3 +24,4 @@ pub mod reflection;
 pub mod rib;
 pub mod session;
 pub mod sockopt;
+pub mod speaker;

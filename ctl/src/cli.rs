@@ -74,6 +74,9 @@ pub enum Command {
     /// IP address management.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// This node's BGP speaker, over its control socket (no datastore needed).
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Print the version.
     Version,
 }
@@ -92,6 +95,31 @@ pub enum Output {
     /// The table with more columns.
     Wide,
     Yaml,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// BGP peers: address, type, state, since, info (like `calicoctl node status`).
+    Status(NodeArgs),
+    /// The speaker's Loc-RIB with next hops.
+    Routes(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The speaker's control socket (tabby-bgpd --socket, or tabby-node's).
+    #[arg(long, default_value = bgp::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = NodeOutput::Table)]
+    pub output: NodeOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NodeOutput {
+    /// calicoctl's bordered table.
+    Table,
+    /// The speaker's answer as JSON (with each peer's prefix counts).
     Json,
 }
 

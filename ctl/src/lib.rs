@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod error;
 pub mod ipam_cmd;
+pub mod node_cmd;
 pub mod output;
 pub mod resources;
 
@@ -25,6 +26,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
                 source,
             }
         });
+    }
+    // The speaker's control socket, not the datastore, answers node commands.
+    if let Command::Node(cmd) = cli.command {
+        return node_cmd::run(cmd, out).await;
     }
     let ds = datastore::open(&cli.datastore).map_err(|source| CtlError::Open {
         spec: cli.datastore.clone(),
@@ -79,6 +84,6 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CtlError> {
             namespace,
         } => resources::patch(ds, &kind, &name, namespace.as_deref(), &patch, out).await,
         Command::Ipam(cmd) => ipam_cmd::run(store, cmd, out).await,
-        Command::Version => unreachable!("handled above"),
+        Command::Version | Command::Node(_) => unreachable!("handled above"),
     }
 }
