@@ -33,6 +33,12 @@
 //!   bit. Every initial advertisement ends with End-of-RIB per family ([`Rib::peer_up`]).
 //!   Whether the speaker restarted is the caller's knowledge: `tabby-bgpd` keeps a marker
 //!   file (see the binary).
+//! - Limits: the [`Listener`] hands incoming connections to peers by source address only,
+//!   so of two peers on one address (different ports) only the last registered gets them;
+//!   the RIB's import policy (its protected addresses) is the one of the config the speaker
+//!   started with until a speaker-wide change; a session's local address is its only next
+//!   hop for next-hop-self, so IPv6 routes over an IPv4 session (and the reverse) cannot be
+//!   sent with our next hop.
 //! - Max-prefix with action stop sends the Cease and leaves the session down
 //!   (AutomaticStop) until the next [`Speaker::replace_config`] (tabby-bgpd: SIGHUP), which
 //!   starts it again, with the new limit if it changed.
@@ -322,6 +328,23 @@ async fn bind(addrs: &[SocketAddr]) -> Result<Listener, SpeakerError> {
         })
 }
 
+/// [`bind`], retried for a second while the sockets of a dropped listener close (their
+/// accept tasks are aborted, not yet gone).
+async fn rebind(addrs: &[SocketAddr]) -> Result<Listener, SpeakerError> {
+    let mut tries = 0;
+    loop {
+        match bind(addrs).await {
+            Err(SpeakerError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && tries < 20 =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn new_rib(config: &Config, options: &SpeakerOptions) -> Rib {
     Rib::new(LocalConfig {
         asn: config.asn,
@@ -542,7 +565,9 @@ impl Task {
                 self.apply(ch, None);
             }
             if new.listen != self.config.listen {
-                self.listener = bind(&new.listen).await?;
+                // Close the old sockets first: the new set may reuse an address and port.
+                self.listener = bind(&[]).await?;
+                self.listener = rebind(&new.listen).await?;
             }
         }
         self.config = Config {
@@ -998,5 +1023,107 @@ mod tests {
         assert_eq!(s.routes().await.unwrap().len(), 0);
         s.shutdown().await.unwrap();
         assert!(s.status().await.is_err());
+    }
+
+    /// A speaker on `me` (port chosen by the kernel) with iBGP peers `(address, port,
+    /// passive)`; loopback addresses other than 127.0.0.1 need no root on Linux.
+    fn pair_config(me: &str, peers: &[(&str, u16, bool)], originate: &[&str]) -> Config {
+        let mut y = format!(
+            "asn: 64512\nrouter_id: {me}\nlisten: [\"{me}:179\"]\npools: [\"198.18.0.0/15\"]\noriginate: {originate:?}\npeers:\n"
+        );
+        for (addr, port, passive) in peers {
+            y.push_str(&format!(
+                "  - address: {addr}\n    asn: 64512\n    port: {port}\n    passive: {passive}\n    connect_retry: 1\n    source_address: {me}\n"
+            ));
+        }
+        let mut c = Config::from_yaml(&y).unwrap();
+        c.listen = vec![format!("{me}:0").parse().unwrap()];
+        c
+    }
+
+    async fn next_change(rx: &mut mpsc::UnboundedReceiver<Vec<BestChange>>) -> Vec<BestChange> {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a best-path change in time")
+            .expect("stream open")
+    }
+
+    /// Two speakers peering over loopback: best paths stream with the peer's next hop,
+    /// adding a peer leaves the existing session alone, withdrawals and a removed peer's
+    /// routes reach the stream.
+    #[tokio::test]
+    async fn two_speakers_exchange_best_paths() {
+        let b = Speaker::start(pair_config("127.0.0.2", &[("127.0.0.1", 179, true)], &[]))
+            .await
+            .unwrap();
+        let port_b = b.local_addrs()[0].port();
+        let a_config = pair_config(
+            "127.0.0.1",
+            &[("127.0.0.2", port_b, false)],
+            &["198.18.1.0/26"],
+        );
+        let a = Speaker::start(a_config.clone()).await.unwrap();
+        let mut best = b.best_paths().await.unwrap();
+        let got = next_change(&mut best).await;
+        assert_eq!(
+            got,
+            vec![BestChange {
+                prefix: "198.18.1.0/26".parse().unwrap(),
+                next_hops: vec!["127.0.0.1".parse().unwrap()],
+                local: false
+            }]
+        );
+        let before = b.status().await.unwrap()[0].clone();
+        assert_eq!((before.state.as_str(), before.accepted), ("Established", 1));
+
+        // B gets a second (passive, silent) peer: the first session is not touched.
+        let b2 = pair_config(
+            "127.0.0.2",
+            &[("127.0.0.1", 179, true), ("127.0.0.3", 179, true)],
+            &[],
+        );
+        b.replace_config(b2).await.unwrap();
+        let after = b.status().await.unwrap();
+        assert_eq!(after.len(), 2);
+        assert_eq!(after[0].since, before.since);
+        assert_eq!(after[0].established_count, 1);
+
+        // A originates and withdraws through the API.
+        a.originate("198.18.1.64/26".parse().unwrap()).unwrap();
+        assert_eq!(
+            next_change(&mut best).await[0].prefix.to_string(),
+            "198.18.1.64/26"
+        );
+        a.withdraw("198.18.1.64/26".parse().unwrap()).unwrap();
+        let w = next_change(&mut best).await;
+        assert_eq!(w[0].prefix.to_string(), "198.18.1.64/26");
+        assert!(w[0].next_hops.is_empty() && !w[0].local);
+
+        // A shuts down (Cease): B withdraws what it learned at once.
+        a.shutdown().await.unwrap();
+        let w = next_change(&mut best).await;
+        assert_eq!(w[0].prefix.to_string(), "198.18.1.0/26");
+        assert!(w[0].next_hops.is_empty());
+        assert!(b.routes().await.unwrap().is_empty());
+        b.shutdown().await.unwrap();
+    }
+
+    /// A new listen set that reuses the old address and port: the old sockets are closed
+    /// before the new ones are bound.
+    #[tokio::test]
+    async fn listen_change_rebinds() {
+        let c = pair_config("127.0.0.5", &[("127.0.0.9", 179, true)], &[]);
+        let s = Speaker::start(c.clone()).await.unwrap();
+        let port = s.local_addrs()[0].port();
+        let mut c2 = c.clone();
+        c2.listen = vec![
+            format!("127.0.0.5:{port}").parse().unwrap(),
+            format!("127.0.0.6:{port}").parse().unwrap(),
+        ];
+        s.replace_config(c2.clone()).await.unwrap();
+        let st = s.status_report().await.unwrap();
+        assert_eq!(st.listen, c2.listen);
+        assert_eq!(st.peers.len(), 1);
+        s.shutdown().await.unwrap();
     }
 }

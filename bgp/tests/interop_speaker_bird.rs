@@ -379,9 +379,11 @@ fn bgpd_max_prefix_warn_keeps_the_session() {
                 &bird_bgp("127.0.0.2", 65002, "127.0.0.1", 64512, ""),
             )],
         ));
-        let bgpd = Bgpd::start(
+        // On one thread, as BIRD runs.
+        let bgpd = Bgpd::start_with(
             dir.path(),
             "asn: 64512\nrouter_id: 127.0.0.1\nlisten: [\"127.0.0.1:179\"]\npools: [\"198.18.0.0/15\"]\npeers:\n  - address: 127.0.0.2\n    asn: 65002\n    connect_retry: 1\n    max_prefix: 2\n    max_prefix_action: warn\n",
+            &["--threads", "1"],
         );
         bgpd.learns("198.18.1.128/26", |_| true).await;
         bgpd.learns("198.18.1.0/26", |_| true).await;

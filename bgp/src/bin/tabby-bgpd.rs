@@ -37,6 +37,9 @@ struct Args {
     /// Marker that the daemon is running; default: `tabby-bgpd.running` beside the socket.
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Worker threads; 1 runs every session and the RIB on one thread, as BIRD does.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
 fn main() -> ExitCode {
@@ -46,10 +49,17 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let mut builder = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads.into());
+        b
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .expect("building the tokio runtime");

@@ -23,6 +23,11 @@ pub struct Bgpd {
 
 impl Bgpd {
     pub fn start(dir: &Path, yaml: &str) -> Bgpd {
+        Self::start_with(dir, yaml, &[])
+    }
+
+    /// [`Bgpd::start`] with more command-line arguments.
+    pub fn start_with(dir: &Path, yaml: &str, args: &[&str]) -> Bgpd {
         std::fs::write(dir.join("bgpd.yaml"), yaml).expect("writing the config");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -34,6 +39,7 @@ impl Bgpd {
             .arg(dir.join("bgpd.yaml"))
             .arg("--socket")
             .arg(dir.join("bgp.sock"))
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
