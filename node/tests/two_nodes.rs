@@ -181,6 +181,8 @@ struct Cluster {
     fabric: Netns,
     dir: TempDir,
     datastore: String,
+    /// Dual stack: IPv6 underlay (2001:db8:1::/64), an IPv6 VXLAN pool, IPv6 pod addresses.
+    v6: bool,
 }
 
 impl Drop for Cluster {
@@ -196,11 +198,18 @@ const HEALTH_PORT: u16 = 9099;
 
 impl Cluster {
     fn new(n: usize) -> Cluster {
+        Cluster::with_v6(n, false)
+    }
+
+    fn with_v6(n: usize, v6: bool) -> Cluster {
         let dir = TempDir(std::env::temp_dir().join(format!("tabby-node-e2e-{}", tag())));
         std::fs::create_dir_all(&dir.0).unwrap();
         let fabric = Netns::new("fab");
         fabric.ip(&["link", "add", "br0", "type", "bridge"]);
         fabric.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
+        if v6 {
+            fabric.ip(&["addr", "add", "2001:db8:1::1/64", "dev", "br0", "nodad"]);
+        }
         fabric.ip(&["link", "set", "br0", "up"]);
         let datastore = format!("dir:{}", dir.0.join("datastore").display());
         let mut c = Cluster {
@@ -209,6 +218,7 @@ impl Cluster {
             fabric,
             dir,
             datastore,
+            v6,
         };
         for i in 0..n {
             let name = format!("node{}", i + 1);
@@ -236,6 +246,11 @@ impl Cluster {
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
             ns.ip(&["link", "set", "eth0", "up"]);
             ns.ip(&["route", "add", "default", "via", "192.0.2.1"]);
+            if v6 {
+                let a6 = format!("2001:db8:1::{}/64", 11 + i);
+                ns.ip(&["addr", "add", &a6, "dev", "eth0", "nodad"]);
+                ns.ip(&["-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+            }
             let state = c.dir.0.join(&name);
             std::fs::create_dir_all(&state).unwrap();
             c.nodes.push(NodeNs {
@@ -258,8 +273,8 @@ impl Cluster {
             .append(true)
             .open(n.state.join("tabby-node.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &n.ns.name])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &n.ns.name])
             .arg(env!("CARGO_BIN_EXE_tabby-node"))
             .args(["--node-name", &n.name, "--datastore", &self.datastore])
             .arg("--state-dir")
@@ -272,9 +287,18 @@ impl Cluster {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting tabby-node");
+            .stderr(log);
+        if self.v6 {
+            cmd.args([
+                "--ip6",
+                "autodetect",
+                "--ip6-autodetection-method",
+                "interface=eth0",
+            ])
+            .env("CALICO_IPV6POOL_CIDR", "2001:db8:ff::/48")
+            .env("CALICO_IPV6POOL_VXLAN", "Always");
+        }
+        let child = cmd.spawn().expect("starting tabby-node");
         n.proc = Some(Proc { child });
     }
 
@@ -286,8 +310,14 @@ impl Cluster {
         self.nodes[i].proc.as_ref().unwrap().child.id()
     }
 
-    /// A pod on node `i`, made by `tabby ADD` exactly as a runtime runs it; returns its IP.
+    /// A pod on node `i`, made by `tabby ADD` exactly as a runtime runs it; returns its IPv4
+    /// address.
     fn add_pod(&mut self, i: usize, pod: &str) -> String {
+        self.add_pod_all(i, pod).remove(0)
+    }
+
+    /// As [`Cluster::add_pod`]; returns every address of the pod, IPv4 first.
+    fn add_pod_all(&mut self, i: usize, pod: &str) -> Vec<String> {
         let node = &self.nodes[i];
         let ns = Netns::new("pod");
         let cid = format!("{pod}-{}", tag());
@@ -300,6 +330,10 @@ impl Cluster {
             "datastore": self.datastore,
             "state_dir": node.state,
         });
+        let mut conf = conf;
+        if self.v6 {
+            conf["ipv6_pools"] = serde_json::json!(["default-ipv6-ippool"]);
+        }
         let cni = cni_dir();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &node.ns.name])
@@ -333,15 +367,23 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let result: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        let ip = result["ips"][0]["address"]
-            .as_str()
+        let mut ips: Vec<String> = result["ips"]
+            .as_array()
             .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        self.pods.push((ns, ip.clone()));
-        ip
+            .iter()
+            .map(|a| {
+                a["address"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        ips.sort_by_key(|a| a.contains(':'));
+        self.pods.push((ns, ips[0].clone()));
+        ips
     }
 
     fn ping(&self, from: usize, to_ip: &str) -> bool {
@@ -570,5 +612,40 @@ fn two_nodes_pods_ping_across_no_encap_then_vxlan() {
             c.ping(0, &ip2),
             "pods still reach each other with the agents stopped"
         );
+    });
+}
+
+/// Dual stack: the nodes detect their IPv6 addresses too (`IP6=autodetect`), the IPv6 default
+/// pool comes from `CALICO_IPV6POOL_*` with VXLAN, each node gets an IPv6 VTEP address from
+/// IPAM, and pods reach each other over IPv4 (BGP, no encapsulation) and IPv6 (VXLAN).
+#[test]
+fn dual_stack_pods_ping_over_ipv4_and_ipv6_vxlan() {
+    let mut c = Cluster::with_v6(2, true);
+    c.start(0);
+    c.start(1);
+    c.phase(|c| {
+        wait_for("both node-name files", Duration::from_secs(20), || {
+            c.nodes.iter().all(|n| n.state.join("nodename").exists())
+        })
+    });
+    let a = c.add_pod_all(0, "pod-a");
+    let b = c.add_pod_all(1, "pod-b");
+    c.phase(|c| {
+        assert_eq!((a.len(), b.len()), (2, 2), "dual-stack pods: {a:?} {b:?}");
+        assert!(a[1].starts_with("2001:db8:ff:"), "{a:?}");
+        wait_for("readiness on both nodes", Duration::from_secs(60), || {
+            c.ready(0) && c.ready(1)
+        });
+        wait_for("pods to ping over IPv4", Duration::from_secs(60), || {
+            c.ping(0, &b[0]) && c.ping(1, &a[0])
+        });
+        wait_for(
+            "pods to ping over IPv6 VXLAN",
+            Duration::from_secs(60),
+            || c.ping(0, &b[1]) && c.ping(1, &a[1]),
+        );
+        let routes6 = String::from_utf8_lossy(&c.nodes[0].ns.exec(&["ip", "-6", "route"]).stdout)
+            .into_owned();
+        assert!(routes6.contains("dev vxlan-v6.calico"), "{routes6}");
     });
 }
