@@ -112,19 +112,21 @@ fn bin_dir() -> PathBuf {
 }
 
 /// The CNI plugins `tabby` and `tabby-ipam` live in another package, whose binaries cargo does
-/// not build for this package's tests: build them once, into the same target dir.
+/// not build for this package's tests: build them once, into a target dir of their own. Not
+/// the workspace's: building one package alone unifies features differently, so cargo would
+/// relink `target/debug/tabby` while the cni-plugin tests may be exec'ing it.
 fn cni_dir() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = bin_dir();
-        let target = dir.parent().unwrap();
+        let target = bin_dir().parent().unwrap().join("node-e2e");
         let status = Command::new(env!("CARGO"))
             .args(["build", "-p", "cni-plugin", "--bins", "--target-dir"])
-            .arg(target)
+            .arg(&target)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("running cargo build -p cni-plugin");
         assert!(status.success(), "building the CNI plugins");
+        let dir = target.join("debug");
         assert!(dir.join("tabby").exists() && dir.join("tabby-ipam").exists());
         dir
     })
