@@ -202,7 +202,7 @@ fn originate_goes_to_ibgp_with_next_hop_self_and_local_pref() {
         c.best_changes,
         vec![BestChange {
             prefix: pfx("198.18.4.0/26"),
-            next_hops: vec![],
+            next_hops: NextHops::None,
             local: true
         }]
     );
@@ -499,7 +499,7 @@ fn graceful_restart_keeps_stale_until_end_of_rib() {
         c.best_changes,
         vec![BestChange {
             prefix: pfx("198.18.9.0/26"),
-            next_hops: vec![],
+            next_hops: NextHops::None,
             local: false
         }]
     );
