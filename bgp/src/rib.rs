@@ -678,34 +678,55 @@ struct Decide<'a> {
     attrs: &'a AttrTable,
 }
 
-/// A best path as the batch compares it before and after: 32 octets, no allocation unless
+/// A best path as the batch compares it before and after: 12 octets, no allocation unless
 /// the prefix has several paths and best-path changes are reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Best {
-    /// Slot and attributes of the best path (None: no route).
-    path: Option<(u16, AttrId)>,
-    /// The multipath next hops when the prefix has several paths and best-path changes are
-    /// reported ([`Rib::report_best_changes`]); otherwise they follow from `path`.
-    multipath: Option<Box<[IpAddr]>>,
+    /// Attribute set of the best path; `NO_ROUTE`: there is none.
+    attrs: u32,
+    /// Index of the multipath next hops in [`Batch::multipaths`] when the prefix has
+    /// several paths and best-path changes are reported; `NO_MULTIPATH` otherwise (they
+    /// follow from the path).
+    multipath: u32,
+    slot: u16,
 }
+
+const NO_ROUTE: u32 = u32::MAX;
+const NO_MULTIPATH: u32 = u32::MAX;
 
 impl Best {
     const NONE: Best = Best {
-        path: None,
-        multipath: None,
+        attrs: NO_ROUTE,
+        multipath: NO_MULTIPATH,
+        slot: 0,
     };
 
+    fn of(p: &Path) -> Best {
+        Best {
+            attrs: p.attrs.0,
+            multipath: NO_MULTIPATH,
+            slot: p.slot,
+        }
+    }
+
+    /// Slot and attributes of the best path (None: no route).
+    fn path(&self) -> Option<(u16, AttrId)> {
+        (self.attrs != NO_ROUTE).then_some((self.slot, AttrId(self.attrs)))
+    }
+
     fn local(&self) -> bool {
-        matches!(self.path, Some((LOCAL, _)))
+        matches!(self.path(), Some((LOCAL, _)))
     }
 
     /// The next hops as [`BestChange`] reports them. Attribute ids keep their meaning for
     /// the whole batch, so this holds for a `before` too.
-    fn next_hops(&self, attrs: &AttrTable) -> NextHops {
-        match (&self.path, &self.multipath) {
-            (None, _) | (Some((LOCAL, _)), _) => NextHops::None,
-            (_, Some(m)) => NextHops::from(m.to_vec()),
-            (Some((_, a)), None) => NextHops::One(attrs.get(*a).next_hop),
+    fn next_hops(&self, attrs: &AttrTable, multipaths: &[Box<[IpAddr]>]) -> NextHops {
+        match self.path() {
+            None | Some((LOCAL, _)) => NextHops::None,
+            Some(_) if self.multipath != NO_MULTIPATH => {
+                NextHops::from(multipaths[self.multipath as usize].to_vec())
+            }
+            Some((_, a)) => NextHops::One(attrs.get(a).next_hop),
         }
     }
 }
@@ -768,9 +789,8 @@ impl Tables {
 
     /// The best path of `p`, without multipath next hops.
     fn best(&self, p: &Prefix) -> Best {
-        self.dest(p).map_or(Best::NONE, |d| {
-            best_of(self.decide(), &self.multi, d, false)
-        })
+        self.dest(p)
+            .map_or(Best::NONE, |d| best_of(self.decide(), &self.multi, d, None))
     }
 
     fn select(&self, dest: &Dest) -> (usize, Vec<IpAddr>) {
@@ -873,20 +893,26 @@ fn select(d: Decide<'_>, m: &Multi, dest: &Dest) -> (usize, Vec<IpAddr>) {
 }
 
 /// The best path of a destination, as a batch compares it; with the multipath next hops
-/// if `multipath` and there are several paths. A single path needs no decision.
-fn best_of(d: Decide<'_>, m: &Multi, dest: &Dest, multipath: bool) -> Best {
+/// stored in `multipaths` if given and there are several paths. A single path needs no
+/// decision.
+fn best_of(
+    d: Decide<'_>,
+    m: &Multi,
+    dest: &Dest,
+    multipaths: Option<&mut Vec<Box<[IpAddr]>>>,
+) -> Best {
     match dest {
-        Dest::One(p) => Best {
-            path: Some((p.slot, p.attrs)),
-            multipath: None,
-        },
+        Dest::One(p) => Best::of(p),
         Dest::Many(_) => {
             let (i, next_hops) = select(d, m, dest);
-            let path = &dest.paths(m)[i];
-            Best {
-                path: Some((path.slot, path.attrs)),
-                multipath: (multipath && path.slot != LOCAL).then(|| next_hops.into_boxed_slice()),
+            let mut best = Best::of(&dest.paths(m)[i]);
+            if let Some(mps) = multipaths
+                && best.slot != LOCAL
+            {
+                best.multipath = mps.len() as u32;
+                mps.push(next_hops.into_boxed_slice());
             }
+            best
         }
     }
 }
@@ -900,22 +926,17 @@ fn upsert_in<K: Hash + Eq + Copy, S: BuildHasher>(
     path: Path,
     batch: &mut Batch,
 ) -> Option<Path> {
-    let mp = batch.multipath;
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(mut o) => {
-            let before = best_of(d, m, o.get(), mp);
+            let before = best_of(d, m, o.get(), batch.multipaths());
             let old = o.get_mut().upsert(m, path);
-            let after = best_of(d, m, o.get(), mp);
+            let after = best_of(d, m, o.get(), batch.multipaths());
             batch.note(prefix, before, after);
             old
         }
         std::collections::hash_map::Entry::Vacant(v) => {
             v.insert(Dest::One(path));
-            let after = Best {
-                path: Some((path.slot, path.attrs)),
-                multipath: None,
-            };
-            batch.note(prefix, Best::NONE, after);
+            batch.note(prefix, Best::NONE, Best::of(&path));
             None
         }
     }
@@ -932,7 +953,6 @@ fn remove_in<K: Hash + Eq + Copy, S: BuildHasher>(
     pred: impl Fn(&Path) -> bool,
     batch: &mut Batch,
 ) -> Option<Path> {
-    let mp = batch.multipath;
     // Nothing there: nothing changes, nothing to note.
     let std::collections::hash_map::Entry::Occupied(mut o) = map.entry(key) else {
         return None;
@@ -941,25 +961,22 @@ fn remove_in<K: Hash + Eq + Copy, S: BuildHasher>(
     let removed = match *dest {
         Dest::One(p) if p.slot == slot && pred(&p) => {
             o.remove();
-            let before = Best {
-                path: Some((p.slot, p.attrs)),
-                multipath: None,
-            };
-            batch.note(prefix, before, Best::NONE);
+            batch.note(prefix, Best::of(&p), Best::NONE);
             return Some(p);
         }
         Dest::One(_) => return None,
         Dest::Many(i) => {
             let v = &mut m.lists[i as usize];
             let j = v.iter().position(|p| p.slot == slot && pred(p))?;
-            let before = best_of(d, m, dest, mp);
+            let before = best_of(d, m, dest, batch.multipaths());
             let v = &mut m.lists[i as usize];
             let removed = v.swap_remove(j);
             if v.len() == 1 {
                 *dest = Dest::One(v[0]);
                 m.release(i);
             }
-            batch.note(prefix, before, best_of(d, m, dest, mp));
+            let after = best_of(d, m, dest, batch.multipaths());
+            batch.note(prefix, before, after);
             removed
         }
     };
@@ -1010,6 +1027,8 @@ struct Batch {
     /// Compute the multipath next hops of prefixes with several paths (best-path changes
     /// are reported).
     multipath: bool,
+    /// Those next hops, for [`Best::multipath`].
+    multipaths: Vec<Box<[IpAddr]>>,
     action: Option<PeerAction>,
 }
 
@@ -1025,6 +1044,7 @@ impl Batch {
             seen: Vec::new(),
             shift: 0,
             multipath,
+            multipaths: Vec::new(),
             action: None,
         }
     }
@@ -1039,8 +1059,14 @@ impl Batch {
             seen: vec![0; bits.div_ceil(64)],
             shift: 64 - bits.trailing_zeros(),
             multipath,
+            multipaths: Vec::new(),
             action: None,
         }
+    }
+
+    /// Where [`best_of`] puts multipath next hops, if they are wanted.
+    fn multipaths(&mut self) -> Option<&mut Vec<Box<[IpAddr]>>> {
+        self.multipath.then_some(&mut self.multipaths)
     }
 
     /// Records that `p` went from `before` to `after`; a prefix touched again keeps its
@@ -1689,8 +1715,12 @@ impl Rib {
         outgoing.resize_with(peers.len(), || None);
         let mut memo = ExportMemo::default();
         let report = *report_best;
-        // Peers that may be sent something: none when the only one up sent the batch.
-        let any_peer = peers.iter().flatten().any(|st| st.up && !st.stopped);
+        // The peers that may be sent something, found once a batch.
+        let targets: Vec<u16> = (0..peers.len())
+            .filter(|&i| peers[i].as_ref().is_some_and(|st| st.up && !st.stopped))
+            .map(|i| i as u16)
+            .collect();
+        let multipaths = std::mem::take(&mut batch.multipaths);
         for Touched {
             prefix: p,
             before,
@@ -1701,8 +1731,10 @@ impl Rib {
                 continue;
             }
             if report {
-                let next_hops = after.next_hops(&tables.attrs);
-                if before.local() != after.local() || before.next_hops(&tables.attrs) != next_hops {
+                let next_hops = after.next_hops(&tables.attrs, &multipaths);
+                if before.local() != after.local()
+                    || before.next_hops(&tables.attrs, &multipaths) != next_hops
+                {
                     changes.best_changes.push(BestChange {
                         prefix: p,
                         next_hops,
@@ -1710,14 +1742,14 @@ impl Rib {
                     });
                 }
             }
-            if before.path == after.path || !any_peer {
+            if before.path() == after.path() {
                 continue;
             }
-            for (slot, (st, out)) in peers.iter_mut().zip(outgoing.iter_mut()).enumerate() {
-                let Some(st) = st.as_mut().filter(|st| st.up && !st.stopped) else {
+            for &slot in &targets {
+                let i = usize::from(slot);
+                let (Some(st), out) = (peers[i].as_mut(), &mut outgoing[i]) else {
                     continue;
                 };
-                let slot = slot as u16;
                 match export_for(local, &me, tables, &after, slot, st, &p, &mut memo) {
                     Some(a) => {
                         if st.adj_rib_out.get(&p) == Some(&a) {
@@ -1730,6 +1762,7 @@ impl Rib {
                             tables.attrs.release(old);
                         }
                     }
+                    None if st.adj_rib_out.is_empty() => {}
                     None => {
                         if let Some(old) = st.adj_rib_out.remove(&p) {
                             out.get_or_insert_with(Default::default).withdraw(p);
@@ -1764,7 +1797,7 @@ fn export_for(
     prefix: &Prefix,
     memo: &mut ExportMemo,
 ) -> Option<AttrId> {
-    let (from, attrs) = best.path?;
+    let (from, attrs) = best.path()?;
     if from == to || !st.info.families.contains(&afi_safi(prefix)) {
         return None;
     }
@@ -1777,7 +1810,14 @@ fn export_for(
     }
     let v6 = matches!(prefix, Prefix::V6(_));
     let key = (attrs, from, to, v6);
-    if let Some(out) = memo.0.get(&key) {
+    // Neighbouring prefixes mostly share their attributes: try the last answer first.
+    if let Some((k, out)) = memo.last
+        && k == key
+    {
+        return out;
+    }
+    if let Some(out) = memo.map.get(&key) {
+        memo.last = Some((key, *out));
         return *out;
     }
     let from_facts = tables.facts[usize::from(from)];
@@ -1810,7 +1850,8 @@ fn export_for(
     } else {
         None
     };
-    memo.0.insert(key, out);
+    memo.map.insert(key, out);
+    memo.last = Some((key, out));
     out
 }
 
@@ -1818,4 +1859,9 @@ fn export_for(
 /// next hop rules depend on the family). Attribute ids are stable within a batch
 /// ([`AttrTable::collect`] runs at its end).
 #[derive(Default)]
-struct ExportMemo(FxMap<(AttrId, u16, u16, bool), Option<AttrId>>);
+struct ExportMemo {
+    map: FxMap<ExportKey, Option<AttrId>>,
+    last: Option<(ExportKey, Option<AttrId>)>,
+}
+
+type ExportKey = (AttrId, u16, u16, bool);
