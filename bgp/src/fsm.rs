@@ -35,6 +35,13 @@ pub const BGP_VERSION: u8 = 4;
 /// ... A HoldTimer value of 4 minutes is suggested."
 pub const LARGE_HOLD_TIME: Duration = Duration::from_secs(240);
 
+/// Cap of the connect retry backoff. RFC 4271 §10 suggests 120 s for ConnectRetryTime; the
+/// peers of a pod network are a cluster's own nodes, mostly started together, and a node
+/// back after a reboot should not wait two minutes for a peer that refused it while it
+/// was down. A peer that connects to us meanwhile is taken at once anyway
+/// ([`Fsm::accepts_while_idle`]).
+pub const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// NOTIFICATION error codes (RFC 4271 §4.5).
 pub mod error_code {
     /// Message Header Error.
@@ -416,7 +423,7 @@ pub struct FsmConfig {
     pub keepalive: Option<u16>,
     /// First ConnectRetryTimer / IdleHoldTimer delay; doubles on each attempt.
     pub connect_retry: Duration,
-    /// Cap of the doubling (RFC 4271 §10's suggested ConnectRetryTime, 120 s).
+    /// Cap of the doubling ([`CONNECT_RETRY_MAX`] by default).
     pub connect_retry_max: Duration,
     /// PassiveTcpEstablishment, Calico/BIRD `passive`: never initiate a connection.
     pub passive: bool,
@@ -429,8 +436,8 @@ pub struct FsmConfig {
 }
 
 impl FsmConfig {
-    /// Defaults for a peer: hold time 90 s, connect retry 5 s doubling up to 120 s, active,
-    /// automatic restart, [`Capabilities::default`].
+    /// Defaults for a peer: hold time 90 s, connect retry 1 s doubling up to
+    /// [`CONNECT_RETRY_MAX`], active, automatic restart, [`Capabilities::default`].
     pub fn new(local_asn: u32, local_router_id: Ipv4Addr, peer_asn: u32) -> Self {
         FsmConfig {
             local_asn,
@@ -438,8 +445,8 @@ impl FsmConfig {
             peer_asn,
             hold_time: 90,
             keepalive: None,
-            connect_retry: Duration::from_secs(5),
-            connect_retry_max: Duration::from_secs(120),
+            connect_retry: Duration::from_secs(1),
+            connect_retry_max: CONNECT_RETRY_MAX,
             passive: false,
             allow_automatic_start: true,
             capabilities: Capabilities::default(),
@@ -525,6 +532,15 @@ impl Fsm {
         self.running[timer.index()]
     }
 
+    /// In Idle, whether an incoming connection from the peer is taken (see
+    /// [`Input::TcpConnectionConfirmed`] in Idle): only while an automatic restart is
+    /// pending, never after a manual or automatic stop.
+    pub fn accepts_while_idle(&self) -> bool {
+        self.state == State::Idle
+            && self.config.allow_automatic_start
+            && self.running[Timer::IdleHold.index()]
+    }
+
     /// Feed one event; returns the actions to perform, in order.
     pub fn process<U>(&mut self, input: Input<U>) -> Vec<Output<U>> {
         let mut out = Vec::new();
@@ -572,6 +588,23 @@ impl Fsm {
                 // Ignored by the RFC; we also cancel a pending automatic restart.
                 self.backoff = 0;
                 self.stop_timer(Timer::IdleHold, out);
+                return;
+            }
+            Input::TcpConnectionConfirmed if self.accepts_while_idle() => {
+                // The peer connected while we wait to restart (IdleHoldTimer running after a
+                // failure, AllowAutomaticStart). RFC 4271 §8.2.2 has Idle ignore Event 17,
+                // but an automatic start may come at any time (§8.1.1: the IdleHoldTimer
+                // only "holds" a restart to damp oscillations, and DampPeerOscillations is
+                // off), and a passive one (Event 5, AutomaticStart_with_
+                // PassiveTcpEstablishment) takes Idle to Active, where Event 17 is a
+                // confirmed connection. So the two in a row: restart now, passively, with
+                // the peer's connection. Refusing it instead leaves two speakers started
+                // together refusing each other until their backoffs happen to meet.
+                self.stop_timer(Timer::IdleHold, out);
+                self.connect_retry_counter = 0;
+                self.negotiated = None;
+                self.set_state(State::Active, out);
+                self.connect_or_active(Input::TcpConnectionConfirmed, out);
                 return;
             }
             // RFC 4271 §8.2.2: any other event in Idle is ignored.
@@ -1156,6 +1189,7 @@ mod tests {
             In::ManualStop(Cease::administrative_shutdown()),
             In::AutomaticStop(Cease::new(CeaseSubcode::MaxPrefixesReached)),
             In::TcpCrAcked,
+            In::TcpConnectionConfirmed,
             In::TcpConnectionFails,
             In::BgpOpen(peer_open()),
             In::KeepAliveMsg,
@@ -1267,6 +1301,47 @@ mod tests {
                 changed(State::Idle, State::Connect)
             ]
         );
+    }
+
+    /// Not RFC 4271 §8.2.2 to the letter (Idle ignores Event 17), but what it allows: an
+    /// automatic start may happen while the IdleHoldTimer runs (it only damps restarts), and
+    /// AutomaticStart_with_PassiveTcpEstablishment (Event 5) then Event 17 takes Idle to
+    /// Active to OpenSent. A peer that connects while we wait to restart is taken at once.
+    #[test]
+    fn idle_hold_accepts_the_peers_connection() {
+        let mut fsm = fsm_in(State::Connect);
+        fsm.process(In::TcpConnectionFails);
+        assert!(fsm.accepts_while_idle());
+        let out = fsm.process(In::TcpConnectionConfirmed);
+        assert_eq!(out[0], Output::StopTimer(Timer::IdleHold));
+        assert_eq!(out[1], changed(State::Idle, State::Active));
+        assert!(matches!(out[2], Output::SendOpen(_)));
+        assert_eq!(
+            *out.last().unwrap(),
+            changed(State::Active, State::OpenSent)
+        );
+        assert!(!out.contains(&Output::Connect));
+        assert_eq!(fsm.state(), State::OpenSent);
+        assert!(!fsm.timer_running(Timer::IdleHold));
+        assert!(fsm.timer_running(Timer::Hold));
+        // The stale IdleHold expiry is no event any more.
+        assert!(fsm.process(In::IdleHoldTimerExpires).is_empty());
+    }
+
+    #[test]
+    fn idle_after_stop_refuses_connections() {
+        // After a ManualStop, or an AutomaticStop (max-prefix): no restart is pending, so a
+        // connection from the peer is ignored as §8.2.2 says.
+        let mut fsm = fsm_in(State::OpenSent);
+        fsm.process(In::AutomaticStop(Cease::new(
+            CeaseSubcode::MaxPrefixesReached,
+        )));
+        assert!(!fsm.accepts_while_idle());
+        assert!(fsm.process(In::TcpConnectionConfirmed).is_empty());
+        assert_eq!(fsm.state(), State::Idle);
+        let mut fsm = fsm_in(State::Connect);
+        fsm.process(In::ManualStop(Cease::administrative_shutdown()));
+        assert!(fsm.process(In::TcpConnectionConfirmed).is_empty());
     }
 
     #[test]
@@ -1947,9 +2022,9 @@ mod tests {
     #[test]
     fn connect_retry_backs_off_exponentially_with_jitter() {
         let delays = retry_delays(7, 8);
-        // The first delay was used by ManualStart; these are attempts 2..=9: 10, 20, 40, 80,
-        // then capped at 120.
-        let nominal = [10, 20, 40, 80, 120, 120, 120, 120];
+        // The first delay (1 s) was used by ManualStart; these are attempts 2..=9: 2, 4, 8,
+        // 16, then capped at CONNECT_RETRY_MAX (30 s).
+        let nominal = [2, 4, 8, 16, 30, 30, 30, 30];
         for (d, n) in delays.iter().zip(nominal) {
             let n = secs(n);
             assert!(*d >= n.mul_f64(0.75) && *d <= n, "{d:?} vs {n:?}");
