@@ -616,12 +616,12 @@ impl Fsm {
             // Listen only. With the `passive` attribute the peer never gets an outgoing
             // connection, so no ConnectRetryTimer is armed either.
             if !self.config.passive {
-                let d = self.next_retry_delay();
+                let d = self.retry_delay(false);
                 self.start_timer(Timer::ConnectRetry, d, out);
             }
             self.set_state(State::Active, out);
         } else {
-            let d = self.next_retry_delay();
+            let d = self.retry_delay(false);
             self.start_timer(Timer::ConnectRetry, d, out);
             out.push(Output::Connect);
             self.set_state(State::Connect, out);
@@ -647,7 +647,7 @@ impl Fsm {
                 if self.state == State::Connect {
                     out.push(Output::DropConnection);
                 }
-                let d = self.next_retry_delay();
+                let d = self.retry_delay(true);
                 self.start_timer(Timer::ConnectRetry, d, out);
                 out.push(Output::Connect);
                 self.set_state(State::Connect, out);
@@ -713,7 +713,7 @@ impl Fsm {
                 out.push(Output::DropConnection);
                 self.stop_timer(Timer::Hold, out);
                 if !self.config.passive {
-                    let d = self.next_retry_delay();
+                    let d = self.retry_delay(true);
                     self.start_timer(Timer::ConnectRetry, d, out);
                 }
                 self.last_error = Some(DownReason::ConnectionFailed);
@@ -899,7 +899,7 @@ impl Fsm {
         }
         self.last_error = Some(reason);
         if self.config.allow_automatic_start && matches!(stop, Stop::Failure | Stop::VersionError) {
-            let d = self.next_retry_delay();
+            let d = self.retry_delay(true);
             self.start_timer(Timer::IdleHold, d, out);
         }
     }
@@ -926,14 +926,18 @@ impl Fsm {
 
     /// The next ConnectRetryTimer / IdleHoldTimer delay: `connect_retry · 2^n`, capped at
     /// `connect_retry_max`, times a jitter factor in [0.75, 1.0] (RFC 4271 §10: "jitter ...
-    /// should be applied to the timers associated with ... ConnectRetryTimer").
-    fn next_retry_delay(&mut self) -> Duration {
+    /// should be applied to the timers associated with ... ConnectRetryTimer"). `n` counts
+    /// failures (`advance`: this delay follows one): a start does not use a step up, so the
+    /// first restart after a refused connection comes after `connect_retry`, not twice that.
+    fn retry_delay(&mut self, advance: bool) -> Duration {
         let base = self
             .config
             .connect_retry
             .saturating_mul(1u32 << self.backoff.min(16));
         let capped = base.min(self.config.connect_retry_max.max(self.config.connect_retry));
-        self.backoff = self.backoff.saturating_add(1);
+        if advance {
+            self.backoff = self.backoff.saturating_add(1);
+        }
         let r = splitmix64(&mut self.rng);
         // 53 random bits → a uniform factor in [0.75, 1.0).
         let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
@@ -2022,9 +2026,9 @@ mod tests {
     #[test]
     fn connect_retry_backs_off_exponentially_with_jitter() {
         let delays = retry_delays(7, 8);
-        // The first delay (1 s) was used by ManualStart; these are attempts 2..=9: 2, 4, 8,
-        // 16, then capped at CONNECT_RETRY_MAX (30 s).
-        let nominal = [2, 4, 8, 16, 30, 30, 30, 30];
+        // ManualStart armed the timer with 1 s without a step up (no failure yet); each
+        // expiry is one: 1, 2, 4, 8, 16, then capped at CONNECT_RETRY_MAX (30 s).
+        let nominal = [1, 2, 4, 8, 16, 30, 30, 30];
         for (d, n) in delays.iter().zip(nominal) {
             let n = secs(n);
             assert!(*d >= n.mul_f64(0.75) && *d <= n, "{d:?} vs {n:?}");
