@@ -1173,3 +1173,39 @@ fn ipv4_prefix_with_ipv6_next_hop_does_not_hide_the_ipv6_one() {
     let c = rib.peer_up(B, client(10));
     assert_eq!(announced_to(&c, B), vec![pfx("2001:db8:1:8::/64")]);
 }
+
+#[test]
+fn max_prefix_stop_then_new_session_counts_from_zero() {
+    for (split, report) in [(false, true), (true, true), (false, false), (true, false)] {
+        let mut rib = Rib::new(local(None));
+        rib.report_best_changes(report);
+        let p3 = ["198.18.8.0/26", "198.18.9.0/26", "198.18.10.0/26"];
+        for round in 0..2 {
+            let mut a = ibgp(9);
+            a.max_prefix = Some(2);
+            rib.peer_up(A, a);
+            if split {
+                rib.receive(A, announce(&p3[..2], "192.0.2.9", &[]));
+                let c = rib.receive(A, announce(&p3[2..], "192.0.2.9", &[]));
+                assert!(
+                    matches!(c.peer_action, Some(PeerAction::Stop(_))),
+                    "{round}"
+                );
+            } else {
+                let c = rib.receive(A, announce(&p3, "192.0.2.9", &[]));
+                assert!(
+                    matches!(c.peer_action, Some(PeerAction::Stop(_))),
+                    "{round}"
+                );
+            }
+            assert!(rib.is_empty(), "split {split} round {round}");
+            assert_eq!(rib.peer_counts(A).accepted, 0);
+            rib.peer_down(A, false);
+        }
+        let mut b = ibgp(9);
+        b.max_prefix = Some(10);
+        rib.peer_up(B, b);
+        rib.receive(B, announce(&p3, "192.0.2.9", &[]));
+        assert_eq!(rib.peer_counts(B).accepted, 3, "split {split}");
+    }
+}
