@@ -17,7 +17,7 @@
 //!     password: s3cret             # TCP MD5 (RFC 2385)
 //!     hold_time: 90
 //!     keepalive: 30                # default: hold_time / 3
-//!     connect_retry: 5             # seconds, first retry; doubles up to 120
+//!     connect_retry: 1             # seconds, first retry (jittered); doubles up to 30
 //!     ttl_security: false          # GTSM (RFC 5082)
 //!     max_prefix: 10000
 //!     max_prefix_action: stop      # stop | warn
@@ -51,8 +51,10 @@ use crate::policy::{ImportPolicy, MaxPrefixAction};
 pub const BGP_PORT: u16 = 179;
 /// Hold Time proposed unless configured (RFC 4271 §10 suggests 90 s).
 pub const DEFAULT_HOLD_TIME: u16 = 90;
-/// First connect retry delay unless configured, in seconds.
-pub const DEFAULT_CONNECT_RETRY: u16 = 5;
+/// First connect retry delay unless configured, in seconds. Low: peers of a cluster start
+/// together and refuse each other until they listen; the delay doubles on each failure up
+/// to [`crate::fsm::CONNECT_RETRY_MAX`], with jitter (RFC 4271 §10).
+pub const DEFAULT_CONNECT_RETRY: u16 = 1;
 /// Restart Time advertised unless configured (RFC 4724 §4.2 suggests at most the Hold Time;
 /// BIRD and GoBGP default to 120 s).
 pub const DEFAULT_RESTART_TIME: u16 = 120;
@@ -710,7 +712,7 @@ peers:
                 password: Some("s3cret".into()),
                 hold_time: 90,
                 keepalive: None,
-                connect_retry: Duration::from_secs(5),
+                connect_retry: Duration::from_secs(1),
                 ttl_security: false,
                 max_prefix: Some(10000),
                 max_prefix_action: MaxPrefixAction::Stop,

@@ -35,6 +35,13 @@ pub const BGP_VERSION: u8 = 4;
 /// ... A HoldTimer value of 4 minutes is suggested."
 pub const LARGE_HOLD_TIME: Duration = Duration::from_secs(240);
 
+/// Cap of the connect retry backoff. RFC 4271 §10 suggests 120 s for ConnectRetryTime; the
+/// peers of a pod network are a cluster's own nodes, mostly started together, and a node
+/// back after a reboot should not wait two minutes for a peer that refused it while it
+/// was down. A peer that connects to us meanwhile is taken at once anyway
+/// ([`Fsm::accepts_while_idle`]).
+pub const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// NOTIFICATION error codes (RFC 4271 §4.5).
 pub mod error_code {
     /// Message Header Error.
@@ -416,7 +423,7 @@ pub struct FsmConfig {
     pub keepalive: Option<u16>,
     /// First ConnectRetryTimer / IdleHoldTimer delay; doubles on each attempt.
     pub connect_retry: Duration,
-    /// Cap of the doubling (RFC 4271 §10's suggested ConnectRetryTime, 120 s).
+    /// Cap of the doubling ([`CONNECT_RETRY_MAX`] by default).
     pub connect_retry_max: Duration,
     /// PassiveTcpEstablishment, Calico/BIRD `passive`: never initiate a connection.
     pub passive: bool,
@@ -429,8 +436,8 @@ pub struct FsmConfig {
 }
 
 impl FsmConfig {
-    /// Defaults for a peer: hold time 90 s, connect retry 5 s doubling up to 120 s, active,
-    /// automatic restart, [`Capabilities::default`].
+    /// Defaults for a peer: hold time 90 s, connect retry 1 s doubling up to
+    /// [`CONNECT_RETRY_MAX`], active, automatic restart, [`Capabilities::default`].
     pub fn new(local_asn: u32, local_router_id: Ipv4Addr, peer_asn: u32) -> Self {
         FsmConfig {
             local_asn,
@@ -438,8 +445,8 @@ impl FsmConfig {
             peer_asn,
             hold_time: 90,
             keepalive: None,
-            connect_retry: Duration::from_secs(5),
-            connect_retry_max: Duration::from_secs(120),
+            connect_retry: Duration::from_secs(1),
+            connect_retry_max: CONNECT_RETRY_MAX,
             passive: false,
             allow_automatic_start: true,
             capabilities: Capabilities::default(),
@@ -525,6 +532,15 @@ impl Fsm {
         self.running[timer.index()]
     }
 
+    /// In Idle, whether an incoming connection from the peer is taken (see
+    /// [`Input::TcpConnectionConfirmed`] in Idle): only while an automatic restart is
+    /// pending, never after a manual or automatic stop.
+    pub fn accepts_while_idle(&self) -> bool {
+        self.state == State::Idle
+            && self.config.allow_automatic_start
+            && self.running[Timer::IdleHold.index()]
+    }
+
     /// Feed one event; returns the actions to perform, in order.
     pub fn process<U>(&mut self, input: Input<U>) -> Vec<Output<U>> {
         let mut out = Vec::new();
@@ -574,6 +590,23 @@ impl Fsm {
                 self.stop_timer(Timer::IdleHold, out);
                 return;
             }
+            Input::TcpConnectionConfirmed if self.accepts_while_idle() => {
+                // The peer connected while we wait to restart (IdleHoldTimer running after a
+                // failure, AllowAutomaticStart). RFC 4271 §8.2.2 has Idle ignore Event 17,
+                // but an automatic start may come at any time (§8.1.1: the IdleHoldTimer
+                // only "holds" a restart to damp oscillations, and DampPeerOscillations is
+                // off), and a passive one (Event 5, AutomaticStart_with_
+                // PassiveTcpEstablishment) takes Idle to Active, where Event 17 is a
+                // confirmed connection. So the two in a row: restart now, passively, with
+                // the peer's connection. Refusing it instead leaves two speakers started
+                // together refusing each other until their backoffs happen to meet.
+                self.stop_timer(Timer::IdleHold, out);
+                self.connect_retry_counter = 0;
+                self.negotiated = None;
+                self.set_state(State::Active, out);
+                self.connect_or_active(Input::TcpConnectionConfirmed, out);
+                return;
+            }
             // RFC 4271 §8.2.2: any other event in Idle is ignored.
             _ => return,
         };
@@ -583,12 +616,12 @@ impl Fsm {
             // Listen only. With the `passive` attribute the peer never gets an outgoing
             // connection, so no ConnectRetryTimer is armed either.
             if !self.config.passive {
-                let d = self.next_retry_delay();
+                let d = self.retry_delay(false);
                 self.start_timer(Timer::ConnectRetry, d, out);
             }
             self.set_state(State::Active, out);
         } else {
-            let d = self.next_retry_delay();
+            let d = self.retry_delay(false);
             self.start_timer(Timer::ConnectRetry, d, out);
             out.push(Output::Connect);
             self.set_state(State::Connect, out);
@@ -614,7 +647,7 @@ impl Fsm {
                 if self.state == State::Connect {
                     out.push(Output::DropConnection);
                 }
-                let d = self.next_retry_delay();
+                let d = self.retry_delay(true);
                 self.start_timer(Timer::ConnectRetry, d, out);
                 out.push(Output::Connect);
                 self.set_state(State::Connect, out);
@@ -680,7 +713,7 @@ impl Fsm {
                 out.push(Output::DropConnection);
                 self.stop_timer(Timer::Hold, out);
                 if !self.config.passive {
-                    let d = self.next_retry_delay();
+                    let d = self.retry_delay(true);
                     self.start_timer(Timer::ConnectRetry, d, out);
                 }
                 self.last_error = Some(DownReason::ConnectionFailed);
@@ -866,7 +899,7 @@ impl Fsm {
         }
         self.last_error = Some(reason);
         if self.config.allow_automatic_start && matches!(stop, Stop::Failure | Stop::VersionError) {
-            let d = self.next_retry_delay();
+            let d = self.retry_delay(true);
             self.start_timer(Timer::IdleHold, d, out);
         }
     }
@@ -893,14 +926,18 @@ impl Fsm {
 
     /// The next ConnectRetryTimer / IdleHoldTimer delay: `connect_retry · 2^n`, capped at
     /// `connect_retry_max`, times a jitter factor in [0.75, 1.0] (RFC 4271 §10: "jitter ...
-    /// should be applied to the timers associated with ... ConnectRetryTimer").
-    fn next_retry_delay(&mut self) -> Duration {
+    /// should be applied to the timers associated with ... ConnectRetryTimer"). `n` counts
+    /// failures (`advance`: this delay follows one): a start does not use a step up, so the
+    /// first restart after a refused connection comes after `connect_retry`, not twice that.
+    fn retry_delay(&mut self, advance: bool) -> Duration {
         let base = self
             .config
             .connect_retry
             .saturating_mul(1u32 << self.backoff.min(16));
         let capped = base.min(self.config.connect_retry_max.max(self.config.connect_retry));
-        self.backoff = self.backoff.saturating_add(1);
+        if advance {
+            self.backoff = self.backoff.saturating_add(1);
+        }
         let r = splitmix64(&mut self.rng);
         // 53 random bits → a uniform factor in [0.75, 1.0).
         let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
@@ -1156,6 +1193,7 @@ mod tests {
             In::ManualStop(Cease::administrative_shutdown()),
             In::AutomaticStop(Cease::new(CeaseSubcode::MaxPrefixesReached)),
             In::TcpCrAcked,
+            In::TcpConnectionConfirmed,
             In::TcpConnectionFails,
             In::BgpOpen(peer_open()),
             In::KeepAliveMsg,
@@ -1267,6 +1305,47 @@ mod tests {
                 changed(State::Idle, State::Connect)
             ]
         );
+    }
+
+    /// Not RFC 4271 §8.2.2 to the letter (Idle ignores Event 17), but what it allows: an
+    /// automatic start may happen while the IdleHoldTimer runs (it only damps restarts), and
+    /// AutomaticStart_with_PassiveTcpEstablishment (Event 5) then Event 17 takes Idle to
+    /// Active to OpenSent. A peer that connects while we wait to restart is taken at once.
+    #[test]
+    fn idle_hold_accepts_the_peers_connection() {
+        let mut fsm = fsm_in(State::Connect);
+        fsm.process(In::TcpConnectionFails);
+        assert!(fsm.accepts_while_idle());
+        let out = fsm.process(In::TcpConnectionConfirmed);
+        assert_eq!(out[0], Output::StopTimer(Timer::IdleHold));
+        assert_eq!(out[1], changed(State::Idle, State::Active));
+        assert!(matches!(out[2], Output::SendOpen(_)));
+        assert_eq!(
+            *out.last().unwrap(),
+            changed(State::Active, State::OpenSent)
+        );
+        assert!(!out.contains(&Output::Connect));
+        assert_eq!(fsm.state(), State::OpenSent);
+        assert!(!fsm.timer_running(Timer::IdleHold));
+        assert!(fsm.timer_running(Timer::Hold));
+        // The stale IdleHold expiry is no event any more.
+        assert!(fsm.process(In::IdleHoldTimerExpires).is_empty());
+    }
+
+    #[test]
+    fn idle_after_stop_refuses_connections() {
+        // After a ManualStop, or an AutomaticStop (max-prefix): no restart is pending, so a
+        // connection from the peer is ignored as §8.2.2 says.
+        let mut fsm = fsm_in(State::OpenSent);
+        fsm.process(In::AutomaticStop(Cease::new(
+            CeaseSubcode::MaxPrefixesReached,
+        )));
+        assert!(!fsm.accepts_while_idle());
+        assert!(fsm.process(In::TcpConnectionConfirmed).is_empty());
+        assert_eq!(fsm.state(), State::Idle);
+        let mut fsm = fsm_in(State::Connect);
+        fsm.process(In::ManualStop(Cease::administrative_shutdown()));
+        assert!(fsm.process(In::TcpConnectionConfirmed).is_empty());
     }
 
     #[test]
@@ -1947,9 +2026,9 @@ mod tests {
     #[test]
     fn connect_retry_backs_off_exponentially_with_jitter() {
         let delays = retry_delays(7, 8);
-        // The first delay was used by ManualStart; these are attempts 2..=9: 10, 20, 40, 80,
-        // then capped at 120.
-        let nominal = [10, 20, 40, 80, 120, 120, 120, 120];
+        // ManualStart armed the timer with 1 s without a step up (no failure yet); each
+        // expiry is one: 1, 2, 4, 8, 16, then capped at CONNECT_RETRY_MAX (30 s).
+        let nominal = [1, 2, 4, 8, 16, 30, 30, 30];
         for (d, n) in delays.iter().zip(nominal) {
             let n = secs(n);
             assert!(*d >= n.mul_f64(0.75) && *d <= n, "{d:?} vs {n:?}");

@@ -226,13 +226,65 @@ pub struct LocRibEntry<'a> {
     pub paths: Vec<RouteView<'a>>,
 }
 
+/// The equal-best next hops of a best path (see [`decision`]), sorted. Nearly every prefix
+/// has one, so one is kept inline: a best-path change costs no allocation of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<IpAddr>", into = "Vec<IpAddr>")]
+pub enum NextHops {
+    /// No route, or our own.
+    #[default]
+    None,
+    One(IpAddr),
+    /// Two or more (multipath).
+    Many(Box<[IpAddr]>),
+}
+
+impl NextHops {
+    pub fn as_slice(&self) -> &[IpAddr] {
+        match self {
+            NextHops::None => &[],
+            NextHops::One(a) => std::slice::from_ref(a),
+            NextHops::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::Deref for NextHops {
+    type Target = [IpAddr];
+    fn deref(&self) -> &[IpAddr] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<IpAddr>> for NextHops {
+    fn from(v: Vec<IpAddr>) -> Self {
+        match v.len() {
+            0 => NextHops::None,
+            1 => NextHops::One(v[0]),
+            _ => NextHops::Many(v.into_boxed_slice()),
+        }
+    }
+}
+
+impl From<NextHops> for Vec<IpAddr> {
+    fn from(n: NextHops) -> Self {
+        n.as_slice().to_vec()
+    }
+}
+
+impl PartialEq<Vec<IpAddr>> for NextHops {
+    fn eq(&self, other: &Vec<IpAddr>) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
 /// A change of the best path of a prefix, for whoever programs forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BestChange {
     pub prefix: Prefix,
     /// All equal-best next hops, sorted. Empty: no route (withdrawn) — or, when `local`, the
     /// best path is our own origination.
-    pub next_hops: Vec<IpAddr>,
+    pub next_hops: NextHops,
     /// The best path is this speaker's own ([`Rib::originate`]).
     pub local: bool,
 }
@@ -261,6 +313,24 @@ pub struct RibChanges {
 impl RibChanges {
     pub fn is_empty(&self) -> bool {
         self.to_send.is_empty() && self.best_changes.is_empty() && self.peer_action.is_none()
+    }
+
+    /// Appends the changes of a later event (or of the next chunk of a sweep).
+    fn merge(&mut self, later: RibChanges) {
+        for (peer, updates) in later.to_send {
+            match self.to_send.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, u)) => u.extend(updates),
+                None => self.to_send.push((peer, updates)),
+            }
+        }
+        if self.best_changes.is_empty() {
+            self.best_changes = later.best_changes;
+        } else {
+            self.best_changes.extend(later.best_changes);
+        }
+        if later.peer_action.is_some() {
+            self.peer_action = later.peer_action;
+        }
     }
 
     /// The UPDATEs for one peer (empty if none).
@@ -506,34 +576,6 @@ impl Dest {
     }
 }
 
-/// Removes the path of `slot` (if `pred` holds for it); drops the entry when it was the last.
-fn remove_path<K: Hash + Eq + Copy, S: BuildHasher>(
-    map: &mut HashMap<K, Dest, S>,
-    m: &mut Multi,
-    key: K,
-    slot: u16,
-    pred: impl Fn(&Path) -> bool,
-) -> Option<Path> {
-    let dest = map.get_mut(&key)?;
-    match *dest {
-        Dest::One(p) if p.slot == slot && pred(&p) => {
-            map.remove(&key);
-            Some(p)
-        }
-        Dest::One(_) => None,
-        Dest::Many(i) => {
-            let v = &mut m.lists[i as usize];
-            let j = v.iter().position(|p| p.slot == slot && pred(p))?;
-            let removed = v.swap_remove(j);
-            if v.len() == 1 {
-                *dest = Dest::One(v[0]);
-                m.release(i);
-            }
-            Some(removed)
-        }
-    }
-}
-
 /// Interned attribute sets, each stored once, with plain reference counts (paths and
 /// Adj-RIB-Out entries): no atomic operation per route. A set whose count drops to zero is
 /// freed only at the end of the batch ([`AttrTable::collect`]), so an [`AttrId`] keeps its
@@ -636,21 +678,57 @@ struct Decide<'a> {
     attrs: &'a AttrTable,
 }
 
-/// A best path as the batch compares it before and after.
-#[derive(Debug, Clone)]
+/// A best path as the batch compares it before and after: 12 octets, no allocation unless
+/// the prefix has several paths and best-path changes are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Best {
-    local: bool,
-    next_hops: Vec<IpAddr>,
-    /// Slot and attributes of the best path (None: no route).
-    path: Option<(u16, AttrId)>,
+    /// Attribute set of the best path; `NO_ROUTE`: there is none.
+    attrs: u32,
+    /// Index of the multipath next hops in [`Batch::multipaths`] when the prefix has
+    /// several paths and best-path changes are reported; `NO_MULTIPATH` otherwise (they
+    /// follow from the path).
+    multipath: u32,
+    slot: u16,
 }
+
+const NO_ROUTE: u32 = u32::MAX;
+const NO_MULTIPATH: u32 = u32::MAX;
 
 impl Best {
     const NONE: Best = Best {
-        local: false,
-        next_hops: Vec::new(),
-        path: None,
+        attrs: NO_ROUTE,
+        multipath: NO_MULTIPATH,
+        slot: 0,
     };
+
+    fn of(p: &Path) -> Best {
+        Best {
+            attrs: p.attrs.0,
+            multipath: NO_MULTIPATH,
+            slot: p.slot,
+        }
+    }
+
+    /// Slot and attributes of the best path (None: no route).
+    fn path(&self) -> Option<(u16, AttrId)> {
+        (self.attrs != NO_ROUTE).then_some((self.slot, AttrId(self.attrs)))
+    }
+
+    fn local(&self) -> bool {
+        matches!(self.path(), Some((LOCAL, _)))
+    }
+
+    /// The next hops as [`BestChange`] reports them. Attribute ids keep their meaning for
+    /// the whole batch, so this holds for a `before` too.
+    fn next_hops(&self, attrs: &AttrTable, multipaths: &[Box<[IpAddr]>]) -> NextHops {
+        match self.path() {
+            None | Some((LOCAL, _)) => NextHops::None,
+            Some(_) if self.multipath != NO_MULTIPATH => {
+                NextHops::from(multipaths[self.multipath as usize].to_vec())
+            }
+            Some((_, a)) => NextHops::One(attrs.get(a).next_hop),
+        }
+    }
 }
 
 impl Tables {
@@ -709,9 +787,10 @@ impl Tables {
         }
     }
 
+    /// The best path of `p`, without multipath next hops.
     fn best(&self, p: &Prefix) -> Best {
         self.dest(p)
-            .map_or(Best::NONE, |d| best_of(self.decide(), &self.multi, d))
+            .map_or(Best::NONE, |d| best_of(self.decide(), &self.multi, d, None))
     }
 
     fn select(&self, dest: &Dest) -> (usize, Vec<IpAddr>) {
@@ -725,30 +804,21 @@ impl Tables {
         slot: u16,
         family: Option<AfiSafi>,
         pred: impl Fn(&Path) -> bool,
-    ) -> Vec<Prefix> {
+    ) -> (Vec<V4Key>, Vec<Ipv6Prefix>) {
         let has = |d: &Dest| {
             d.paths(&self.multi)
                 .iter()
                 .any(|p| p.slot == slot && pred(p))
         };
-        let mut out = Vec::new();
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         if family.is_none_or(|f| f == AfiSafi::IPV4_UNICAST) {
-            out.extend(
-                self.v4
-                    .iter()
-                    .filter(|(_, d)| has(d))
-                    .map(|(k, _)| Prefix::V4(k.prefix())),
-            );
+            v4.extend(self.v4.iter().filter(|(_, d)| has(d)).map(|(k, _)| *k));
         }
         if family.is_none_or(|f| f == AfiSafi::IPV6_UNICAST) {
-            out.extend(
-                self.v6
-                    .iter()
-                    .filter(|(_, d)| has(d))
-                    .map(|(p, _)| Prefix::V6(*p)),
-            );
+            v6.extend(self.v6.iter().filter(|(_, d)| has(d)).map(|(p, _)| *p));
         }
-        out
+        (v4, v6)
     }
 
     /// Marks every path of `slot` stale; returns how many there are.
@@ -822,14 +892,28 @@ fn select(d: Decide<'_>, m: &Multi, dest: &Dest) -> (usize, Vec<IpAddr>) {
     (s.best, nh)
 }
 
-/// The best path of a destination, as a batch compares it.
-fn best_of(d: Decide<'_>, m: &Multi, dest: &Dest) -> Best {
-    let (i, next_hops) = select(d, m, dest);
-    let path = &dest.paths(m)[i];
-    Best {
-        local: path.slot == LOCAL,
-        next_hops,
-        path: Some((path.slot, path.attrs)),
+/// The best path of a destination, as a batch compares it; with the multipath next hops
+/// stored in `multipaths` if given and there are several paths. A single path needs no
+/// decision.
+fn best_of(
+    d: Decide<'_>,
+    m: &Multi,
+    dest: &Dest,
+    multipaths: Option<&mut Vec<Box<[IpAddr]>>>,
+) -> Best {
+    match dest {
+        Dest::One(p) => Best::of(p),
+        Dest::Many(_) => {
+            let (i, next_hops) = select(d, m, dest);
+            let mut best = Best::of(&dest.paths(m)[i]);
+            if let Some(mps) = multipaths
+                && best.slot != LOCAL
+            {
+                best.multipath = mps.len() as u32;
+                mps.push(next_hops.into_boxed_slice());
+            }
+            best
+        }
     }
 }
 
@@ -844,12 +928,15 @@ fn upsert_in<K: Hash + Eq + Copy, S: BuildHasher>(
 ) -> Option<Path> {
     match map.entry(key) {
         std::collections::hash_map::Entry::Occupied(mut o) => {
-            batch.note(prefix, || best_of(d, m, o.get()));
-            o.get_mut().upsert(m, path)
+            let before = best_of(d, m, o.get(), batch.multipaths());
+            let old = o.get_mut().upsert(m, path);
+            let after = best_of(d, m, o.get(), batch.multipaths());
+            batch.note(prefix, before, after);
+            old
         }
         std::collections::hash_map::Entry::Vacant(v) => {
-            batch.note(prefix, || Best::NONE);
             v.insert(Dest::One(path));
+            batch.note(prefix, Best::NONE, Best::of(&path));
             None
         }
     }
@@ -867,9 +954,33 @@ fn remove_in<K: Hash + Eq + Copy, S: BuildHasher>(
     batch: &mut Batch,
 ) -> Option<Path> {
     // Nothing there: nothing changes, nothing to note.
-    let dest = map.get(&key)?;
-    batch.note(prefix, || best_of(d, m, dest));
-    remove_path(map, m, key, slot, pred)
+    let std::collections::hash_map::Entry::Occupied(mut o) = map.entry(key) else {
+        return None;
+    };
+    let dest = o.get_mut();
+    let removed = match *dest {
+        Dest::One(p) if p.slot == slot && pred(&p) => {
+            o.remove();
+            batch.note(prefix, Best::of(&p), Best::NONE);
+            return Some(p);
+        }
+        Dest::One(_) => return None,
+        Dest::Many(i) => {
+            let v = &mut m.lists[i as usize];
+            let j = v.iter().position(|p| p.slot == slot && pred(p))?;
+            let before = best_of(d, m, dest, batch.multipaths());
+            let v = &mut m.lists[i as usize];
+            let removed = v.swap_remove(j);
+            if v.len() == 1 {
+                *dest = Dest::One(v[0]);
+                m.release(i);
+            }
+            let after = best_of(d, m, dest, batch.multipaths());
+            batch.note(prefix, before, after);
+            removed
+        }
+    };
+    Some(removed)
 }
 
 /// Per-peer state, kept while the peer is up and, for graceful restart, while it has stale
@@ -897,31 +1008,105 @@ impl PeerState {
     }
 }
 
-/// The prefixes an event touched, with their best path before it.
-#[derive(Default)]
+/// A prefix an event touched: its best path before the event and after it.
+struct Touched {
+    prefix: Prefix,
+    before: Best,
+    after: Best,
+}
+
+/// The prefixes an event touched, in order, each once. A plain list: a prefix is nearly
+/// always touched once per event, so instead of a map keyed by prefix a one-bit-per-slot
+/// filter tells when it may have been touched before, and only then is the list searched.
 struct Batch {
-    before: FxMap<Prefix, Best>,
-    order: Vec<Prefix>,
+    touched: Vec<Touched>,
+    /// The filter (empty when the caller knows its prefixes are distinct).
+    seen: Vec<u64>,
+    /// Right shift taking a prefix hash to a bit index in `seen`.
+    shift: u32,
+    /// Compute the multipath next hops of prefixes with several paths (best-path changes
+    /// are reported).
+    multipath: bool,
+    /// Those next hops, for [`Best::multipath`].
+    multipaths: Vec<Box<[IpAddr]>>,
     action: Option<PeerAction>,
 }
 
+/// Prefixes a sweep over one peer's routes (session down, End-of-RIB, stale timer) handles
+/// per batch, so that the list of touched prefixes stays small next to the table.
+const SWEEP_CHUNK: usize = 65_536;
+
 impl Batch {
-    /// A batch for about `n` prefixes.
-    fn with_capacity(n: usize) -> Self {
+    /// A batch whose prefixes are distinct (a sweep, or a single prefix), in `touched`
+    /// (empty; reused so that its memory is warm).
+    fn distinct(mut touched: Vec<Touched>, n: usize, multipath: bool) -> Self {
+        touched.reserve(n);
         Batch {
-            before: FxMap::with_capacity_and_hasher(n, Default::default()),
-            order: Vec::with_capacity(n),
+            touched,
+            seen: Vec::new(),
+            shift: 0,
+            multipath,
+            multipaths: Vec::new(),
             action: None,
         }
     }
 
-    /// Records the best path of `p` before the batch changes it, the first time only.
-    fn note(&mut self, p: Prefix, before: impl FnOnce() -> Best) {
-        if let std::collections::hash_map::Entry::Vacant(v) = self.before.entry(p) {
-            v.insert(before());
-            self.order.push(p);
+    /// A batch for about `n` prefixes that may repeat (an UPDATE's withdrawals and NLRI).
+    fn with_capacity(mut touched: Vec<Touched>, n: usize, multipath: bool) -> Self {
+        // 32 bits a prefix: a false hit, which costs a search of the list, about 3 % of
+        // the time at the end of the batch.
+        let bits = (n.max(2) * 32).next_power_of_two();
+        touched.reserve(n);
+        Batch {
+            touched,
+            seen: vec![0; bits.div_ceil(64)],
+            shift: 64 - bits.trailing_zeros(),
+            multipath,
+            multipaths: Vec::new(),
+            action: None,
         }
     }
+
+    /// Where [`best_of`] puts multipath next hops, if they are wanted.
+    fn multipaths(&mut self) -> Option<&mut Vec<Box<[IpAddr]>>> {
+        self.multipath.then_some(&mut self.multipaths)
+    }
+
+    /// Records that `p` went from `before` to `after`; a prefix touched again keeps its
+    /// first `before`. Inlined: built in place, the entry is written once.
+    #[inline(always)]
+    fn note(&mut self, p: Prefix, before: Best, after: Best) {
+        if !self.seen.is_empty() {
+            let h = (prefix_hash(&p) >> self.shift) as usize;
+            let (word, bit) = (h / 64, 1u64 << (h % 64));
+            if self.seen[word] & bit != 0 {
+                if let Some(t) = self.touched.iter_mut().rev().find(|t| t.prefix == p) {
+                    t.after = after;
+                    return;
+                }
+            } else {
+                self.seen[word] |= bit;
+            }
+        }
+        self.touched.push(Touched {
+            prefix: p,
+            before,
+            after,
+        });
+    }
+}
+
+/// A well-mixed hash of a prefix (for [`Batch`]'s filter: its top bits are used).
+fn prefix_hash(p: &Prefix) -> u64 {
+    let w = match p {
+        Prefix::V4(p) => (u64::from(u32::from(p.addr())) << 8) | u64::from(p.prefix_len()),
+        Prefix::V6(p) => {
+            let a = u128::from(p.addr());
+            ((a >> 64) as u64).wrapping_mul(FX_K) ^ (a as u64) ^ u64::from(p.prefix_len())
+        }
+    };
+    let h = w.wrapping_mul(FX_K);
+    h ^ (h >> 29)
 }
 
 /// Adj-RIBs-In, Loc-RIB and Adj-RIBs-Out of one speaker.
@@ -933,6 +1118,12 @@ pub struct Rib {
     peers: Vec<Option<PeerState>>,
     slots: HashMap<PeerId, u16>,
     free_slots: Vec<u16>,
+    /// Report best-path changes in [`RibChanges::best_changes`] (see
+    /// [`Rib::report_best_changes`]).
+    report_best: bool,
+    /// The list of the last batch, empty, for the next one: fresh memory for every UPDATE
+    /// costs more than the work on it.
+    spare: Vec<Touched>,
 }
 
 impl Rib {
@@ -956,7 +1147,24 @@ impl Rib {
             peers: vec![None],
             slots: HashMap::new(),
             free_slots: Vec::new(),
+            report_best: true,
+            spare: Vec::new(),
         }
+    }
+
+    /// Whether events report best-path changes (on by default). Off, when no one programs
+    /// forwarding from them (a standalone route reflector), `best_changes` stays empty and
+    /// the multipath next hops are never computed: only what the Adj-RIBs-Out need is.
+    pub fn report_best_changes(&mut self, on: bool) {
+        self.report_best = on;
+    }
+
+    fn batch(&mut self, n: usize) -> Batch {
+        Batch::with_capacity(std::mem::take(&mut self.spare), n, self.report_best)
+    }
+
+    fn distinct_batch(&mut self, n: usize) -> Batch {
+        Batch::distinct(std::mem::take(&mut self.spare), n, self.report_best)
     }
 
     pub fn local_config(&self) -> &LocalConfig {
@@ -1013,7 +1221,6 @@ impl Rib {
                 s
             }
         };
-        let mut batch = Batch::default();
         let drop_stale = match &mut self.peers[usize::from(slot)] {
             Some(st) => {
                 // A second peer_up without peer_down: start over towards it.
@@ -1024,11 +1231,12 @@ impl Rib {
             }
             None => false,
         };
-        if drop_stale {
-            self.remove_all(slot, None, true, &mut batch);
-        }
+        let mut changes = if drop_stale {
+            self.remove_all(slot, None, true)
+        } else {
+            RibChanges::default()
+        };
         self.tables.facts[usize::from(slot)] = facts;
-        let mut changes = self.finish(batch);
 
         let old = self.peers[usize::from(slot)].take();
         let mut st = PeerState {
@@ -1091,18 +1299,18 @@ impl Rib {
         let Some(st) = self.peers[usize::from(slot)].as_mut() else {
             return RibChanges::default();
         };
-        let mut batch = Batch::default();
         st.up = false;
         st.rejected = FxSet::default();
         st.clear_adj_rib_out(&mut self.tables.attrs);
         let keep = graceful && st.info.graceful_restart.is_some() && !st.stopped;
-        if keep {
+        let changes = if keep {
             let stale = self.tables.mark_stale(slot);
             self.state_mut(slot).stale = stale;
+            RibChanges::default()
         } else {
-            self.remove_all(slot, None, false, &mut batch);
-        }
-        let changes = self.finish(batch);
+            self.remove_all(slot, None, false)
+        };
+        self.tables.attrs.collect();
         self.forget_if_idle(slot);
         changes
     }
@@ -1119,9 +1327,7 @@ impl Rib {
         {
             return RibChanges::default();
         }
-        let mut batch = Batch::default();
-        self.remove_all(slot, Some(family), true, &mut batch);
-        self.finish(batch)
+        self.remove_all(slot, Some(family), true)
     }
 
     /// The peer's restart time (or the caller's stale-path time) ran out: all its stale
@@ -1133,9 +1339,7 @@ impl Rib {
         if self.peers[usize::from(slot)].is_none() {
             return RibChanges::default();
         }
-        let mut batch = Batch::default();
-        self.remove_all(slot, None, true, &mut batch);
-        let changes = self.finish(batch);
+        let changes = self.remove_all(slot, None, true);
         self.forget_if_idle(slot);
         changes
     }
@@ -1153,29 +1357,41 @@ impl Rib {
         }
     }
 
-    /// Removes the paths of `slot` (only stale ones if `stale_only`) in `family` (or all).
-    fn remove_all(
-        &mut self,
-        slot: u16,
-        family: Option<AfiSafi>,
-        stale_only: bool,
-        batch: &mut Batch,
-    ) {
+    /// Removes the paths of `slot` (only stale ones if `stale_only`) in `family` (or all),
+    /// [`SWEEP_CHUNK`] prefixes a batch: the memory it takes beyond the table is the list of
+    /// the peer's prefixes (8 octets each for IPv4) and one chunk's batch, not a record of
+    /// every prefix's best path at once.
+    fn remove_all(&mut self, slot: u16, family: Option<AfiSafi>, stale_only: bool) -> RibChanges {
         let pred = |p: &Path| !stale_only || p.stale;
-        let prefixes = self.tables.prefixes_of(slot, family, pred);
+        let (v4, v6) = self.tables.prefixes_of(slot, family, pred);
+        let prefixes = v4
+            .into_iter()
+            .map(|k| Prefix::V4(k.prefix()))
+            .chain(v6.into_iter().map(Prefix::V6));
+        let mut changes = RibChanges::default();
+        let mut batch = self.distinct_batch(SWEEP_CHUNK);
         let mut removed = 0;
         let mut stale = 0;
         for p in prefixes {
-            if let Some(path) = self.tables.remove(p, slot, pred, batch) {
+            if let Some(path) = self.tables.remove(p, slot, pred, &mut batch) {
                 removed += 1;
                 stale += usize::from(path.stale);
                 self.tables.attrs.release(path.attrs);
+            }
+            if batch.touched.len() == SWEEP_CHUNK {
+                let full = std::mem::replace(&mut batch, Batch::distinct(Vec::new(), 0, false));
+                let ch = self.finish(full);
+                changes.merge(ch);
+                batch = self.distinct_batch(SWEEP_CHUNK);
             }
         }
         if let Some(st) = self.peers[usize::from(slot)].as_mut() {
             st.accepted -= removed;
             st.stale -= stale;
         }
+        let ch = self.finish(batch);
+        changes.merge(ch);
+        changes
     }
 
     /// An UPDATE from `id`. Withdrawals and announcements are applied (RFC 7606
@@ -1193,7 +1409,7 @@ impl Rib {
         if let Some(family) = update.as_end_of_rib() {
             return self.end_of_rib(id, family);
         }
-        let mut batch = Batch::with_capacity(
+        let mut batch = self.batch(
             update.nlri.len()
                 + update.withdrawn.len()
                 + update
@@ -1235,7 +1451,20 @@ impl Rib {
             }
             self.check_max_prefix(slot, family, &mut batch);
         }
-        self.finish(batch)
+        let stop = matches!(batch.action, Some(PeerAction::Stop(_)));
+        if !stop {
+            return self.finish(batch);
+        }
+        // Max-prefix stop: the peer's routes go. Those this UPDATE touched go in its batch
+        // (one change each, from before the UPDATE); the rest in a sweep after it, whose
+        // batches must not start before this one ends (attribute ids live for one batch).
+        let touched: Vec<Prefix> = batch.touched.iter().map(|t| t.prefix).collect();
+        for p in touched {
+            self.withdraw_one(slot, p, &mut batch);
+        }
+        let mut changes = self.finish(batch);
+        changes.merge(self.remove_all(slot, None, false));
+        changes
     }
 
     fn withdraw_one(&mut self, slot: u16, p: Prefix, batch: &mut Batch) {
@@ -1315,7 +1544,6 @@ impl Rib {
                 st.stopped = true;
                 st.rejected = FxSet::default();
                 st.clear_adj_rib_out(&mut tables.attrs);
-                self.remove_all(slot, None, false, batch);
                 batch.action = Some(PeerAction::Stop(Cease {
                     subcode: CeaseSubcode::MaxPrefixesReached,
                     data: max_prefix_cease_data(family.afi, family.safi, limit),
@@ -1340,7 +1568,7 @@ impl Rib {
             },
             next_hop,
         });
-        let mut batch = Batch::default();
+        let mut batch = self.distinct_batch(1);
         let path = Path {
             attrs: id,
             slot: LOCAL,
@@ -1355,7 +1583,7 @@ impl Rib {
 
     /// Stops announcing one of this node's prefixes.
     pub fn withdraw_origin(&mut self, prefix: Prefix) -> RibChanges {
-        let mut batch = Batch::default();
+        let mut batch = self.distinct_batch(1);
         if let Some(old) = self.tables.remove(prefix, LOCAL, |_| true, &mut batch) {
             self.tables.attrs.release(old.attrs);
         }
@@ -1484,6 +1712,8 @@ impl Rib {
             local,
             tables,
             peers,
+            report_best,
+            spare,
             ..
         } = self;
         let me = Speaker {
@@ -1494,24 +1724,42 @@ impl Rib {
         let mut outgoing: Vec<Option<pack::Outgoing>> = Vec::new();
         outgoing.resize_with(peers.len(), || None);
         let mut memo = ExportMemo::default();
-        for p in std::mem::take(&mut batch.order) {
-            let before = batch.before.remove(&p).unwrap_or(Best::NONE);
-            let mut after = tables.best(&p);
-            if before.local != after.local || before.next_hops != after.next_hops {
-                changes.best_changes.push(BestChange {
-                    prefix: p,
-                    next_hops: std::mem::take(&mut after.next_hops),
-                    local: after.local,
-                });
-            }
-            if before.path == after.path {
+        let report = *report_best;
+        // The peers that may be sent something, found once a batch.
+        let targets: Vec<u16> = (0..peers.len())
+            .filter(|&i| peers[i].as_ref().is_some_and(|st| st.up && !st.stopped))
+            .map(|i| i as u16)
+            .collect();
+        let multipaths = std::mem::take(&mut batch.multipaths);
+        for Touched {
+            prefix: p,
+            before,
+            after,
+        } in batch.touched.drain(..)
+        {
+            if before == after {
                 continue;
             }
-            for (slot, (st, out)) in peers.iter_mut().zip(outgoing.iter_mut()).enumerate() {
-                let Some(st) = st.as_mut().filter(|st| st.up && !st.stopped) else {
+            if report {
+                let next_hops = after.next_hops(&tables.attrs, &multipaths);
+                if before.local() != after.local()
+                    || before.next_hops(&tables.attrs, &multipaths) != next_hops
+                {
+                    changes.best_changes.push(BestChange {
+                        prefix: p,
+                        next_hops,
+                        local: after.local(),
+                    });
+                }
+            }
+            if before.path() == after.path() {
+                continue;
+            }
+            for &slot in &targets {
+                let i = usize::from(slot);
+                let (Some(st), out) = (peers[i].as_mut(), &mut outgoing[i]) else {
                     continue;
                 };
-                let slot = slot as u16;
                 match export_for(local, &me, tables, &after, slot, st, &p, &mut memo) {
                     Some(a) => {
                         if st.adj_rib_out.get(&p) == Some(&a) {
@@ -1524,6 +1772,7 @@ impl Rib {
                             tables.attrs.release(old);
                         }
                     }
+                    None if st.adj_rib_out.is_empty() => {}
                     None => {
                         if let Some(old) = st.adj_rib_out.remove(&p) {
                             out.get_or_insert_with(Default::default).withdraw(p);
@@ -1541,6 +1790,9 @@ impl Rib {
             }
         }
         tables.attrs.collect();
+        if batch.touched.capacity() > spare.capacity() {
+            *spare = batch.touched;
+        }
         changes
     }
 }
@@ -1558,7 +1810,7 @@ fn export_for(
     prefix: &Prefix,
     memo: &mut ExportMemo,
 ) -> Option<AttrId> {
-    let (from, attrs) = best.path?;
+    let (from, attrs) = best.path()?;
     if from == to || !st.info.families.contains(&afi_safi(prefix)) {
         return None;
     }
@@ -1571,7 +1823,14 @@ fn export_for(
     }
     let v6 = matches!(prefix, Prefix::V6(_));
     let key = (attrs, from, to, v6);
-    if let Some(out) = memo.0.get(&key) {
+    // Neighbouring prefixes mostly share their attributes: try the last answer first.
+    if let Some((k, out)) = memo.last
+        && k == key
+    {
+        return out;
+    }
+    if let Some(out) = memo.map.get(&key) {
+        memo.last = Some((key, *out));
         return *out;
     }
     let from_facts = tables.facts[usize::from(from)];
@@ -1604,7 +1863,8 @@ fn export_for(
     } else {
         None
     };
-    memo.0.insert(key, out);
+    memo.map.insert(key, out);
+    memo.last = Some((key, out));
     out
 }
 
@@ -1612,4 +1872,9 @@ fn export_for(
 /// next hop rules depend on the family). Attribute ids are stable within a batch
 /// ([`AttrTable::collect`] runs at its end).
 #[derive(Default)]
-struct ExportMemo(FxMap<(AttrId, u16, u16, bool), Option<AttrId>>);
+struct ExportMemo {
+    map: FxMap<ExportKey, Option<AttrId>>,
+    last: Option<(ExportKey, Option<AttrId>)>,
+}
+
+type ExportKey = (AttrId, u16, u16, bool);

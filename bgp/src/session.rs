@@ -638,10 +638,12 @@ impl Task {
         self.next_id += 1;
         let from = stream.peer_addr().ok();
         match self.primary.fsm.state() {
-            State::Idle => {
+            State::Idle if !self.primary.fsm.accepts_while_idle() => {
                 debug!(?from, "refusing connection while Idle");
             }
-            State::Connect | State::Active if self.primary.io.is_none() => {
+            // Idle waiting to restart: the FSM takes the peer's connection (see
+            // `Fsm::accepts_while_idle`).
+            State::Idle | State::Connect | State::Active if self.primary.io.is_none() => {
                 // The FSM adopts the incoming connection; abandon our own attempt.
                 if let Some((_, h)) = self.connecting.take() {
                     h.abort();

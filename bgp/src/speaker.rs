@@ -57,6 +57,7 @@ use tracing::{info, warn};
 use crate::config::{Config, PeerConfig};
 use crate::fsm::{Cease, CeaseSubcode, DownReason, State};
 use crate::packet::{AfiSafi, AsPath, NotificationError, Origin, RouteRefreshSubtype, SegmentType};
+pub use crate::rib::NextHops;
 use crate::rib::{
     self, LocalConfig, PeerAction, PeerId, PeerInfo, Rib, RibChanges, RouteSource, to_ipnet,
 };
@@ -104,9 +105,9 @@ pub struct SpeakerOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BestChange {
     pub prefix: IpNet,
-    /// All equal-best next hops, sorted. Empty: the prefix is gone — or, when `local`, the
-    /// best path is this speaker's own origination.
-    pub next_hops: Vec<IpAddr>,
+    /// All equal-best next hops, sorted (one inline, no allocation; a JSON list). Empty: the
+    /// prefix is gone — or, when `local`, the best path is this speaker's own origination.
+    pub next_hops: NextHops,
     pub local: bool,
 }
 
@@ -219,8 +220,12 @@ impl Speaker {
         let local_addrs = listener.local_addrs().to_vec();
         let (events_tx, events_rx) = mpsc::channel(SESSION_EVENT_QUEUE);
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut rib = new_rib(&config, &options);
+        // Best-path changes are worked out only while someone subscribes (`best_paths`):
+        // a standalone tabby-bgpd has no one to give them to.
+        rib.report_best_changes(false);
         let mut task = Task {
-            rib: new_rib(&config, &options),
+            rib,
             config: Config {
                 peers: Vec::new(),
                 ..config.clone()
@@ -437,7 +442,7 @@ impl Task {
                     .loc_rib()
                     .map(|e| BestChange {
                         prefix: to_ipnet(&e.prefix),
-                        next_hops: e.next_hops.clone(),
+                        next_hops: e.next_hops.into(),
                         local: e.best.source == RouteSource::Local,
                     })
                     .collect();
@@ -445,6 +450,7 @@ impl Task {
                     let _ = tx.send(snapshot);
                 }
                 self.subscribers.push(tx);
+                self.rib.report_best_changes(true);
                 let _ = reply.send(rx);
             }
             Request::Status(reply) => {
@@ -553,12 +559,13 @@ impl Task {
                 .loc_rib()
                 .map(|e| BestChange {
                     prefix: to_ipnet(&e.prefix),
-                    next_hops: Vec::new(),
+                    next_hops: NextHops::None,
                     local: false,
                 })
                 .collect();
             self.publish(gone);
             self.rib = new_rib(&new, &self.options);
+            self.rib.report_best_changes(!self.subscribers.is_empty());
             self.config_origins.clear();
             for p in self.api_origins.clone() {
                 let ch = self.rib.originate(rib::from_ipnet(&p));
@@ -748,6 +755,7 @@ impl Task {
             return;
         }
         self.subscribers.retain(|s| !s.is_closed());
+        self.rib.report_best_changes(!self.subscribers.is_empty());
         if let Some((last, rest)) = self.subscribers.split_last() {
             for s in rest {
                 let _ = s.send(changes.clone());
@@ -986,7 +994,7 @@ mod tests {
             first,
             vec![BestChange {
                 prefix: "198.18.4.0/26".parse().unwrap(),
-                next_hops: vec![],
+                next_hops: NextHops::None,
                 local: true
             }]
         );
@@ -1013,7 +1021,7 @@ mod tests {
             gone,
             vec![BestChange {
                 prefix: "198.18.4.0/26".parse().unwrap(),
-                next_hops: vec![],
+                next_hops: NextHops::None,
                 local: false
             }]
         );
@@ -1069,7 +1077,7 @@ mod tests {
             got,
             vec![BestChange {
                 prefix: "198.18.1.0/26".parse().unwrap(),
-                next_hops: vec!["127.0.0.1".parse().unwrap()],
+                next_hops: vec!["127.0.0.1".parse().unwrap()].into(),
                 local: false
             }]
         );

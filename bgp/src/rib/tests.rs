@@ -202,7 +202,7 @@ fn originate_goes_to_ibgp_with_next_hop_self_and_local_pref() {
         c.best_changes,
         vec![BestChange {
             prefix: pfx("198.18.4.0/26"),
-            next_hops: vec![],
+            next_hops: NextHops::None,
             local: true
         }]
     );
@@ -499,7 +499,7 @@ fn graceful_restart_keeps_stale_until_end_of_rib() {
         c.best_changes,
         vec![BestChange {
             prefix: pfx("198.18.9.0/26"),
-            next_hops: vec![],
+            next_hops: NextHops::None,
             local: false
         }]
     );
@@ -1172,4 +1172,40 @@ fn ipv4_prefix_with_ipv6_next_hop_does_not_hide_the_ipv6_one() {
     assert_eq!(rib.attribute_sets(), 1);
     let c = rib.peer_up(B, client(10));
     assert_eq!(announced_to(&c, B), vec![pfx("2001:db8:1:8::/64")]);
+}
+
+#[test]
+fn max_prefix_stop_then_new_session_counts_from_zero() {
+    for (split, report) in [(false, true), (true, true), (false, false), (true, false)] {
+        let mut rib = Rib::new(local(None));
+        rib.report_best_changes(report);
+        let p3 = ["198.18.8.0/26", "198.18.9.0/26", "198.18.10.0/26"];
+        for round in 0..2 {
+            let mut a = ibgp(9);
+            a.max_prefix = Some(2);
+            rib.peer_up(A, a);
+            if split {
+                rib.receive(A, announce(&p3[..2], "192.0.2.9", &[]));
+                let c = rib.receive(A, announce(&p3[2..], "192.0.2.9", &[]));
+                assert!(
+                    matches!(c.peer_action, Some(PeerAction::Stop(_))),
+                    "{round}"
+                );
+            } else {
+                let c = rib.receive(A, announce(&p3, "192.0.2.9", &[]));
+                assert!(
+                    matches!(c.peer_action, Some(PeerAction::Stop(_))),
+                    "{round}"
+                );
+            }
+            assert!(rib.is_empty(), "split {split} round {round}");
+            assert_eq!(rib.peer_counts(A).accepted, 0);
+            rib.peer_down(A, false);
+        }
+        let mut b = ibgp(9);
+        b.max_prefix = Some(10);
+        rib.peer_up(B, b);
+        rib.receive(B, announce(&p3, "192.0.2.9", &[]));
+        assert_eq!(rib.peer_counts(B).accepted, 3, "split {split}");
+    }
 }
