@@ -223,7 +223,11 @@ pub fn bgp_inputs(changes: Vec<BestChange>) -> Vec<Input> {
     changes
         .into_iter()
         .map(|c| {
-            let hops = if c.local { Vec::new() } else { c.next_hops };
+            let hops = if c.local {
+                Vec::new()
+            } else {
+                c.next_hops.into()
+            };
             Input::BgpRoute(c.prefix, hops)
         })
         .collect()
@@ -512,17 +516,17 @@ mod tests {
         let got = bgp_inputs(vec![
             BestChange {
                 prefix: "198.18.1.0/26".parse().unwrap(),
-                next_hops: vec!["192.0.2.12".parse().unwrap()],
+                next_hops: vec!["192.0.2.12".parse().unwrap()].into(),
                 local: false,
             },
             BestChange {
                 prefix: "198.18.0.0/26".parse().unwrap(),
-                next_hops: vec![],
+                next_hops: Vec::new().into(),
                 local: true,
             },
             BestChange {
                 prefix: "198.18.2.0/26".parse().unwrap(),
-                next_hops: vec![],
+                next_hops: Vec::new().into(),
                 local: false,
             },
         ]);
