@@ -1,0 +1,238 @@
+//! End to end through `tabby-lab` and its harness: the demo, IPIP without the module, a node
+//! joining and leaving, a node agent killed and restarted.
+//!
+//! Needs root, iproute2, iputils-ping, nftables and BIRD 2 (the lab's router). Each test uses
+//! its own state dir and namespace prefix (`tl` + the lab process's pid), and removes what it
+//! built when it ends, also when it fails: `tabby-lab down` from a Drop guard, or the
+//! harness's own armed [`Cluster`].
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tests::cluster::{Bins, Cluster, Mode};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn state_dir(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "tabby-lab-{what}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// tabby-node, tabby, tabby-ipam and tabbyctl live in other packages, whose binaries cargo
+/// does not build for this package's tests: build them once, into `target/lab-e2e` (a target
+/// dir of their own, so that other packages' running tests never see their binaries relinked).
+fn bin_dir() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let target = Path::new(env!("CARGO_BIN_EXE_tabby-lab"))
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("lab-e2e");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "node",
+                "-p",
+                "cni-plugin",
+                "-p",
+                "ctl",
+                "--bins",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the tabby binaries");
+        target.join("debug")
+    })
+}
+
+fn lab(state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tabby-lab"))
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .args(args)
+        .output()
+        .expect("running tabby-lab")
+}
+
+/// `tabby-lab down` on drop: whatever happened, the namespaces and processes go.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = lab(&self.0, &["down"]);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn demo_passes_end_to_end() {
+    let dir = state_dir("demo");
+    let _down = Down(dir.clone());
+    let out = lab(&dir, &["demo"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    eprintln!("{t}");
+    // 3 pods, 6 pairs: after up and after each of the three switches.
+    assert_eq!(t.matches("all 6 pod pairs ping").count(), 4, "{t}");
+    assert_eq!(t.matches("convergence time").count(), 3, "{t}");
+    for mode in ["VXLAN Always", "VXLAN CrossSubnet", "no encapsulation"] {
+        assert!(t.contains(&format!("→ {mode}")), "{mode}: {t}");
+    }
+    assert!(t.contains("ENCAPSULATED in VXLAN"), "{t}");
+    assert!(t.contains("NOT encapsulated"), "{t}");
+    assert!(t.contains("Established"), "{t}");
+    assert!(!dir.exists(), "demo leaves its state dir behind");
+}
+
+#[test]
+fn ipip_without_the_module_says_so_and_builds_nothing() {
+    if Path::new("/sys/module/ipip").exists() {
+        eprintln!("skipped: this kernel has the ipip module");
+        return;
+    }
+    let dir = state_dir("ipip");
+    let _down = Down(dir.clone());
+    let out = lab(&dir, &["up", "--mode", "ipip"]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("IPIP needs the kernel's ipip module"), "{t}");
+    assert!(!dir.exists(), "nothing should be built: {t}");
+}
+
+#[test]
+fn down_after_a_crash_removes_everything() {
+    let dir = state_dir("crash");
+    let _down = Down(dir.clone());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tabby-lab"))
+        .arg("--state-dir")
+        .arg(&dir)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .args(["up", "--nodes", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it mid-build, once the nodes' agents run.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60)
+        && !std::fs::read_to_string(dir.join("lab.json")).is_ok_and(|s| s.contains("tabby-node"))
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let rec = std::fs::read_to_string(dir.join("lab.json")).expect("the record survives");
+    let rec: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    let prefix = rec["prefix"].as_str().unwrap().to_string();
+    let out = lab(&dir, &["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    for p in rec["processes"].as_array().unwrap() {
+        let pid = p["pid"].as_u64().unwrap();
+        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!cmd.contains("tabby-node"), "tabby-node {pid} still runs");
+    }
+    assert!(!dir.exists());
+}
+
+/// A 3-node lab from the harness itself, torn down when the returned Cluster drops.
+fn harness_lab(what: &str, mode: Mode) -> Cluster {
+    let bins = Bins::locate(Some(bin_dir().to_path_buf())).unwrap();
+    let mut c = Cluster::create(&state_dir(what), bins, mode).unwrap();
+    if let Err(e) = tests::lab::build(&mut c, 3, 1) {
+        panic!("building the lab: {e}\n{}", c.logs_tail(30));
+    }
+    c
+}
+
+/// kill -9 one tabby-node: the other nodes keep its routes (graceful restart; its kernel
+/// state stays), so its pods stay reachable throughout; restarted, it converges again.
+#[test]
+fn kill_9_and_restart_keeps_pods_reachable() {
+    let mut c = harness_lab("kill9", Mode::None);
+    let victim = 0;
+    let pairs: Vec<(usize, usize)> = (0..c.rec.pods.len())
+        .filter(|&p| c.rec.pods[p].node != victim)
+        .flat_map(|a| {
+            let to: Vec<usize> = (0..c.rec.pods.len())
+                .filter(|&p| c.rec.pods[p].node == victim)
+                .collect();
+            to.into_iter().flat_map(move |b| [(a, b), (b, a)])
+        })
+        .collect();
+    c.kill_node(victim);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        let failed = c.ping_pairs(&pairs);
+        assert!(
+            failed.is_empty(),
+            "with node1's agent down: {}\n{}",
+            c.pairs_text(&failed),
+            c.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.start_node(victim).unwrap();
+    let start = Instant::now();
+    // Through the restart, too.
+    while start.elapsed() < Duration::from_secs(8) {
+        let failed = c.ping_pairs(&pairs);
+        assert!(
+            failed.is_empty(),
+            "while node1 restarts: {}\n{}",
+            c.pairs_text(&failed),
+            c.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let st = Command::new(c.rec.bins.path("tabbyctl"))
+        .args(["node", "status", "--socket"])
+        .arg(c.rec.nodes[victim].socket())
+        .output()
+        .unwrap();
+    let mut ok = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline && !ok {
+        let out = Command::new(c.rec.bins.path("tabbyctl"))
+            .args(["node", "status", "--socket"])
+            .arg(c.rec.nodes[victim].socket())
+            .output()
+            .unwrap();
+        last = text(&out);
+        ok = last.matches("Established").count() >= 3;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(ok, "restarted node1's sessions: {last}\n{}", text(&st));
+    c.wait_converged(Mode::None, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs_tail(20)));
+}
