@@ -94,7 +94,7 @@ fn demo_passes_end_to_end() {
     eprintln!("{t}");
     // 3 pods, 6 pairs: after up and after each of the three switches.
     assert_eq!(t.matches("all 6 pod pairs ping").count(), 4, "{t}");
-    assert_eq!(t.matches("convergence time").count(), 3, "{t}");
+    assert_eq!(t.matches("; convergence time ").count(), 3, "{t}");
     for mode in ["VXLAN Always", "VXLAN CrossSubnet", "no encapsulation"] {
         assert!(t.contains(&format!("→ {mode}")), "{mode}: {t}");
     }
