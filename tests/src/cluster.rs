@@ -567,6 +567,54 @@ impl Cluster {
         })
     }
 
+    /// The pod blocks node `i` holds (its blackhole routes).
+    pub fn blocks_of(&self, i: usize) -> Vec<String> {
+        ip_in(
+            &self.rec.nodes[i].ns,
+            &["route", "show", "proto", "80", "type", "blackhole"],
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+    }
+
+    /// Node `i`'s tabby routes, one per line.
+    pub fn routes(&self, i: usize) -> String {
+        ip_in(&self.rec.nodes[i].ns, &["route", "show", "proto", "80"]).unwrap_or_default()
+    }
+
+    /// The last node leaves as a machine does when it is switched off: its agent and pods
+    /// die where they stand (no CNI DEL); Kubernetes deletes its pods (here: their
+    /// WorkloadEndpoints, named as Calico names them), the operator its Node and its router
+    /// peering. Its IPAM blocks stay until `tabbyctl ipam check` / `release` frees them.
+    pub fn remove_last_node(&mut self) -> Result<(Node, Vec<Pod>), Error> {
+        let i = self.rec.nodes.len() - 1;
+        self.kill_node(i);
+        let node = self.rec.nodes.pop().expect("a node to remove");
+        let (gone, kept): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut self.rec.pods)
+            .into_iter()
+            .partition(|p| p.node == i);
+        self.rec.pods = kept;
+        for ns in gone.iter().map(|p| &p.ns).chain([&node.ns]) {
+            sys::netns_del(ns);
+            self.rec.namespaces.retain(|n| n != ns);
+        }
+        self.rec.save()?;
+        for p in &gone {
+            let wep = format!(
+                "{}-k8s-{}-eth0",
+                node.name.replace('-', "--"),
+                p.name.replace('-', "--")
+            );
+            self.tabbyctl(&["delete", "workloadendpoint", &wep, "-n", "default"])?;
+        }
+        self.tabbyctl(&["delete", "node", &node.name])?;
+        self.tabbyctl(&["delete", "bgppeer", &format!("tor-{}", node.name)])?;
+        self.run_router_bgp()?;
+        Ok((node, gone))
+    }
+
     /// Waits until node `i` has written its node-name file (the CNI plugin reads it).
     pub fn wait_node_started(&self, i: usize) -> Result<(), Error> {
         let n = &self.rec.nodes[i];

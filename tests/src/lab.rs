@@ -167,20 +167,24 @@ pub fn demo(state_dir: &Path, bin_dir: Option<PathBuf>) -> Result<(), Error> {
     Ok(())
 }
 
+/// A node joins a running lab (on segment b once half the nodes are on a), with one pod;
+/// waits until every pod reaches every other. (node index, pod index, time to converge).
+pub fn join_node(c: &mut Cluster) -> Result<(usize, usize, Duration), Error> {
+    let total = c.rec.nodes.len() + 1;
+    let i = c.add_node(total)?;
+    c.peer_with_router(i)?;
+    c.run_router_bgp()?;
+    c.start_node(i)?;
+    c.wait_node_started(i)?;
+    let p = c.add_pod(i)?;
+    let mode = c.rec.mode;
+    let t = c.wait_converged(mode, CONVERGE)?;
+    Ok((i, p, t))
+}
+
 pub fn add_node(state_dir: &Path) -> Result<(), Error> {
     let mut c = Cluster::open(state_dir)?;
-    let total = c.rec.nodes.len() + 1;
-    let r = (|| {
-        let i = c.add_node(total)?;
-        c.peer_with_router(i)?;
-        c.run_router_bgp()?;
-        c.start_node(i)?;
-        c.wait_node_started(i)?;
-        let p = c.add_pod(i)?;
-        let mode = c.rec.mode;
-        let t = c.wait_converged(mode, CONVERGE)?;
-        Ok::<_, Error>((i, p, t))
-    })();
+    let r = join_node(&mut c);
     let (i, p, t) = explain(&c, r)?;
     let n = &c.rec.nodes[i];
     println!(

@@ -236,3 +236,70 @@ fn kill_9_and_restart_keeps_pods_reachable() {
     c.wait_converged(Mode::None, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", c.logs_tail(20)));
 }
+
+/// A 4th node joins and every pod reaches its pod (and it reaches every pod); then it leaves
+/// (switched off, its Node deleted): its blocks' routes disappear from every node, and
+/// `tabbyctl ipam check` then `ipam release --from-report` frees its blocks.
+#[test]
+fn node_join_then_leave() {
+    let mut c = harness_lab("join", Mode::None);
+    let (i, _, t) = tests::lab::join_node(&mut c)
+        .unwrap_or_else(|e| panic!("node4 joining: {e}\n{}", c.logs_tail(30)));
+    eprintln!("node4 joined; all pairs ping after {t:?}");
+    assert_eq!(c.rec.nodes.len(), 4);
+    assert_eq!(c.rec.pods.len(), 4);
+    let blocks = c.blocks_of(i);
+    assert!(!blocks.is_empty(), "node4 holds no block");
+    for n in 0..3 {
+        for b in &blocks {
+            assert!(c.routes(n).contains(b.as_str()), "node{} lacks {b}", n + 1);
+        }
+    }
+
+    let (gone, pods) = c.remove_last_node().unwrap();
+    // Its pods' addresses: `ipam check` finds leaks by handle, and the pods' handles remain
+    // (no CNI DEL ran), so release them by address, as Calico's docs have operators do for
+    // pods that no longer exist.
+    for p in &pods {
+        c.tabbyctl(&["ipam", "release", "--ip", &p.ip.to_string()])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let report = c.rec.state_dir.join("ipam-report.json");
+    let check = Command::new(c.rec.bins.path("tabbyctl"))
+        .arg("--datastore")
+        .arg(c.rec.datastore())
+        .args(["ipam", "check", "-o"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let check_text = text(&check);
+    assert!(report.exists(), "ipam check wrote no report: {check_text}");
+    assert!(
+        check_text.contains(&gone.name) || blocks.iter().any(|b| check_text.contains(b.as_str())),
+        "ipam check should report {}'s blocks: {check_text}",
+        gone.name
+    );
+    let release = c
+        .tabbyctl(&["ipam", "release", "--from-report", report.to_str().unwrap()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{check_text}\n{release}");
+    tests::sys::wait_for(
+        "node4's block routes to disappear everywhere",
+        Duration::from_secs(30),
+        || (0..3).all(|n| blocks.iter().all(|b| !c.routes(n).contains(b.as_str()))),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            (0..3).map(|n| c.routes(n)).collect::<Vec<_>>().join("\n")
+        )
+    });
+    let show = c.tabbyctl(&["ipam", "show", "--show-blocks"]).unwrap();
+    for b in &blocks {
+        assert!(!show.contains(b.as_str()), "{b} still allocated:\n{show}");
+    }
+    let again = c.tabbyctl(&["ipam", "check"]).unwrap();
+    assert!(!again.contains(&gone.name), "{again}");
+    c.wait_converged(Mode::None, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the remaining pods: {e}"));
+}
