@@ -553,11 +553,26 @@ impl Cluster {
         sys::text(&out.stdout) + &sys::text(&out.stderr)
     }
 
+    /// Node `i`'s BGP peers from `tabbyctl node status`: (address, Established?).
+    pub fn bgp_peers(&self, i: usize) -> Vec<(std::net::IpAddr, bool)> {
+        self.bgp_status(i)
+            .lines()
+            .filter_map(|l| {
+                let addr = l
+                    .strip_prefix("| ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((addr, l.contains("Established")))
+            })
+            .collect()
+    }
+
     /// True when every BGP session of node `i` is Established (and it has some).
     pub fn bgp_established(&self, i: usize) -> bool {
-        let st = self.bgp_status(i);
-        let peers: Vec<&str> = st.lines().filter(|l| l.contains("| ibgp")).collect();
-        !peers.is_empty() && peers.iter().all(|l| l.contains("Established"))
+        let peers = self.bgp_peers(i);
+        !peers.is_empty() && peers.iter().all(|p| p.1)
     }
 
     /// Waits until every node's BGP sessions are Established; the time it took.

@@ -166,9 +166,13 @@ fn down_after_a_crash_removes_everything() {
 
 /// A 3-node lab from the harness itself, torn down when the returned Cluster drops.
 fn harness_lab(what: &str, mode: Mode) -> Cluster {
+    harness_lab_n(what, mode, 3)
+}
+
+fn harness_lab_n(what: &str, mode: Mode, nodes: usize) -> Cluster {
     let bins = Bins::locate(Some(bin_dir().to_path_buf())).unwrap();
     let mut c = Cluster::create(&state_dir(what), bins, mode).unwrap();
-    if let Err(e) = tests::lab::build(&mut c, 3, 1) {
+    if let Err(e) = tests::lab::build(&mut c, nodes, 1) {
         panic!("building the lab: {e}\n{}", c.logs_tail(30));
     }
     c
@@ -302,4 +306,78 @@ fn node_join_then_leave() {
     assert!(!again.contains(&gone.name), "{again}");
     c.wait_converged(Mode::None, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("the remaining pods: {e}"));
+}
+
+/// Two route reflectors (node1 on segment a, node3 on segment b, one cluster ID) and the
+/// node-to-node mesh off, configured as in Calico's docs: a label and
+/// `routeReflectorClusterID` on the reflectors' Nodes, a BGPConfiguration, one BGPPeer
+/// `all()` → `route-reflector == 'true'`. Clients then peer only with the reflectors, learn
+/// each other's blocks through them, and all pods reach each other.
+#[test]
+fn two_route_reflectors_with_the_mesh_off() {
+    let c = harness_lab_n("rr", Mode::None, 4);
+    let rr_patch = r#"{"metadata":{"labels":{"route-reflector":"true"}},"spec":{"bgp":{"routeReflectorClusterID":"244.0.0.1"}}}"#;
+    for rr in ["node1", "node3"] {
+        c.tabbyctl(&["patch", "node", rr, "-p", rr_patch])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: peer-with-rrs\n\
+         spec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n",
+    )
+    .unwrap();
+    c.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+         spec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64512\n",
+    )
+    .unwrap();
+    let addr = |i: usize| std::net::IpAddr::V4(c.rec.nodes[i].addr);
+    let gw = |i: usize| std::net::IpAddr::V4(c.rec.nodes[i].segment.gateway());
+    // Who peers with whom: reflectors with everyone, clients with the reflectors (and each
+    // node with its router).
+    let expect = |i: usize| -> Vec<std::net::IpAddr> {
+        let mut v: Vec<_> = match i {
+            0 | 2 => (0..4).filter(|&j| j != i).map(addr).collect(),
+            _ => vec![addr(0), addr(2)],
+        };
+        v.push(gw(i));
+        v.sort();
+        v
+    };
+    let mut last = String::new();
+    tests::sys::wait_for(
+        "the route reflector topology",
+        Duration::from_secs(90),
+        || {
+            (0..4).all(|i| {
+                let peers = c.bgp_peers(i);
+                let mut got: Vec<_> = peers.iter().map(|p| p.0).collect();
+                got.sort();
+                let ok = got == expect(i) && peers.iter().all(|p| p.1);
+                if !ok {
+                    last = format!("node{}: {}", i + 1, c.bgp_status(i));
+                }
+                ok
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{last}\n{}", c.logs_tail(20)));
+    // node2 (a client) learns node4's block (another client's) through a reflector.
+    let block4 = c.blocks_of(3).remove(0);
+    let routes_of = |i: usize| {
+        let out = Command::new(c.rec.bins.path("tabbyctl"))
+            .args(["node", "routes", "--socket"])
+            .arg(c.rec.nodes[i].socket())
+            .output()
+            .unwrap();
+        text(&out)
+    };
+    tests::sys::wait_for(
+        "node2 to learn node4's block",
+        Duration::from_secs(30),
+        || routes_of(1).contains(&block4),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", routes_of(1)));
+    c.wait_converged(Mode::None, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs_tail(20)));
 }
