@@ -498,6 +498,65 @@ impl Cluster {
         self.record_process(child.id(), "bird", "router")
     }
 
+    /// Node `i` runs BIRD 2 with `config` instead of tabby-node's speaker (a mixed cluster).
+    /// Without tabby-node the node needs what tabby-node would do first: its Node resource
+    /// (BGP address), its node-name file for the CNI plugin, forwarding on.
+    pub fn prepare_bird_node(&mut self, i: usize) -> Result<(), Error> {
+        let n = self.rec.nodes[i].clone();
+        self.apply(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {}\n\
+             spec:\n  bgp:\n    ipv4Address: {}/24\n",
+            n.name, n.addr
+        ))?;
+        std::fs::write(n.dir.join("nodename"), &n.name).map_err(|e| Error::State {
+            file: n.dir.join("nodename"),
+            detail: e.to_string(),
+        })?;
+        run(in_ns(&n.ns, "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        Ok(())
+    }
+
+    /// Starts BIRD on node `i` with `config` (recorded, so teardown stops it).
+    pub fn run_bird_on_node(&mut self, i: usize, config: &str) -> Result<(), Error> {
+        let n = self.rec.nodes[i].clone();
+        let conf = n.dir.join("bird.conf");
+        let log = n.dir.join("bird.log");
+        let io = |e: std::io::Error, f: &Path| Error::State {
+            file: f.to_path_buf(),
+            detail: e.to_string(),
+        };
+        std::fs::write(&conf, config).map_err(|e| io(e, &conf))?;
+        let out = std::fs::File::create(&log).map_err(|e| io(e, &log))?;
+        let child = sys::spawn_detached(
+            in_ns(&n.ns, "bird")
+                .arg("-f")
+                .arg("-c")
+                .arg(&conf)
+                .arg("-s")
+                .arg(n.dir.join("bird.ctl"))
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        )?;
+        self.record_process(child.id(), "bird", &n.name)
+    }
+
+    /// What felix does for a local pod's host veth (Calico: proxy ARP for 169.254.1.1,
+    /// forwarding, no proxy delay), for a node whose felix does not run.
+    pub fn host_veth_sysctls(&self, pod: usize) -> Result<(), Error> {
+        let p = &self.rec.pods[pod];
+        let ns = &self.rec.nodes[p.node].ns;
+        let veth = self.route_dev(p.node, p.ip).unwrap_or_default();
+        for kv in [
+            format!("net.ipv4.conf.{veth}.proxy_arp=1"),
+            format!("net.ipv4.conf.{veth}.forwarding=1"),
+            format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
+        ] {
+            run(in_ns(ns, "sysctl").args(["-qw", &kv]))?;
+        }
+        Ok(())
+    }
+
     /// Starts node `i`'s tabby-node (appending to its log).
     pub fn start_node(&mut self, i: usize) -> Result<(), Error> {
         let n = self.rec.nodes[i].clone();
