@@ -80,11 +80,16 @@ pub fn check_ipip() -> Result<(), Error> {
     if probe.status.success() && Path::new("/sys/module/ipip").exists() {
         return Ok(());
     }
-    Err(Error::NoIpip {
-        detail: format!(
-            "/sys/module/ipip is absent and `modprobe ipip` failed: {}",
+    let why = if probe.status.code() == Some(127) {
+        "modprobe is not installed".to_string()
+    } else {
+        format!(
+            "`modprobe ipip` failed: {}",
             sys::text(&probe.stderr).trim()
-        ),
+        )
+    };
+    Err(Error::NoIpip {
+        detail: format!("/sys/module/ipip is absent and {why}"),
     })
 }
 

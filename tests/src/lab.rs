@@ -20,7 +20,25 @@ fn prepare(bin_dir: Option<PathBuf>, mode: Mode) -> Result<Bins, Error> {
     if mode == Mode::Ipip {
         check_ipip()?;
     }
-    Bins::locate(bin_dir)
+    let bins = Bins::locate(bin_dir)?;
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
+        ("bird", "bird2"),
+    ] {
+        if !in_path(tool) {
+            return Err(Error::Command {
+                what: format!("looking for `{tool}`"),
+                detail: format!("not found: apt-get install {package}"),
+            });
+        }
+    }
+    Ok(bins)
+}
+
+fn in_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 /// Router, nodes, BGP, tabby-node processes, pods; then waits for all pairs to ping.
