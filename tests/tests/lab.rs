@@ -164,6 +164,50 @@ fn down_after_a_crash_removes_everything() {
     assert!(!dir.exists());
 }
 
+/// Ctrl-C during `up`: tabby-lab removes what it built before it exits.
+#[test]
+fn ctrl_c_during_up_cleans_up() {
+    let dir = state_dir("sigint");
+    let _down = Down(dir.clone());
+    let child = Command::new(env!("CARGO_BIN_EXE_tabby-lab"))
+        .arg("--state-dir")
+        .arg(&dir)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .args(["up", "--nodes", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60)
+        && !std::fs::read_to_string(dir.join("lab.json")).is_ok_and(|s| s.contains("tabby-node"))
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rec = std::fs::read_to_string(dir.join("lab.json")).expect("lab.json");
+    let rec: serde_json::Value = serde_json::from_str(&rec).unwrap();
+    let prefix = rec["prefix"].as_str().unwrap().to_string();
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("interrupted"), "{t}");
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(!dir.exists(), "state dir left");
+}
+
 /// A 3-node lab from the harness itself, torn down when the returned Cluster drops.
 fn harness_lab(what: &str, mode: Mode) -> Cluster {
     harness_lab_n(what, mode, 3)
