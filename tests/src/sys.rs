@@ -137,7 +137,22 @@ pub fn netns_exists(name: &str) -> bool {
     std::path::Path::new("/run/netns").join(name).exists()
 }
 
+/// Deletes a namespace after killing every process still in it: a crash between starting a
+/// process and recording it (BIRD in the router, a tabby-node) must not leave it running with
+/// its namespace gone.
 pub fn netns_del(name: &str) {
+    let pids = output(Command::new("ip").args(["netns", "pids", name]));
+    if pids.status.success() {
+        for pid in text(&pids.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on a process inside a namespace this lab created.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
     let _ = output(Command::new("ip").args(["netns", "del", name]));
 }
 
