@@ -112,23 +112,42 @@ fn mixed_cluster_with_a_bird_node() {
             c.logs_tail(20)
         );
     }
-    // node3's routes to the other nodes' blocks are BIRD's; theirs to node3's are tabby's.
-    let bird_routes = tests::sys::ip_in(&c.rec.nodes[2].ns, &["route", "show", "proto", "bird"])
-        .unwrap_or_default();
-    for i in 0..2 {
-        let p = c.rec.pods.iter().find(|p| p.node == i).unwrap();
-        let prefix = format!("{}", p.ip);
-        let covered = bird_routes.lines().any(|l| {
+    // node3's routes to the other nodes' blocks are BIRD's; theirs to node3's are tabby's. Pods
+    // can already ping through the ToR router before BIRD's mesh sessions are up, so this waits
+    // (bounded) for BIRD to have learned every block.
+    let covers = |bird_routes: &str, ip: &str| {
+        bird_routes.lines().any(|l| {
             let net = l.split_whitespace().next().unwrap_or("");
             net.split('/').next().is_some_and(|a| {
-                a.rsplit_once('.').map(|x| x.0) == prefix.rsplit_once('.').map(|x| x.0)
+                a.rsplit_once('.').map(|x| x.0) == ip.rsplit_once('.').map(|x| x.0)
             })
-        });
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let bird_routes =
+            tests::sys::ip_in(&c.rec.nodes[2].ns, &["route", "show", "proto", "bird"])
+                .unwrap_or_default();
+        let missing: Vec<String> = (0..2)
+            .map(|i| {
+                c.rec
+                    .pods
+                    .iter()
+                    .find(|p| p.node == i)
+                    .unwrap()
+                    .ip
+                    .to_string()
+            })
+            .filter(|ip| !covers(&bird_routes, ip))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            covered,
-            "node3 has no BIRD route to {}: {bird_routes}",
-            p.ip
+            std::time::Instant::now() < deadline,
+            "node3 has no BIRD route to {missing:?} after 60 s: {bird_routes}"
         );
+        std::thread::sleep(Duration::from_millis(250));
     }
     // And the tabby nodes' mesh sessions with BIRD are up.
     for i in 0..2 {
