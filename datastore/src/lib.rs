@@ -13,6 +13,8 @@
 
 pub mod conformance;
 pub mod dir;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod memory;
 
 use std::fmt;

@@ -1,0 +1,1 @@
+//! CustomResourceDefinitions for Calico's kinds, generated from the `api` types.
