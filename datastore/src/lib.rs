@@ -41,7 +41,11 @@ pub fn open(spec: &str) -> Result<Arc<dyn Datastore>, Error> {
         reason: reason.to_string(),
     };
     // `kubernetes` alone, as calicoctl's DATASTORE_TYPE=kubernetes.
-    let spec_or_alias = if spec == "kubernetes" { "kubernetes:" } else { spec };
+    let spec_or_alias = if spec == "kubernetes" {
+        "kubernetes:"
+    } else {
+        spec
+    };
     match spec_or_alias.split_once(':') {
         Some(("dir", "")) => Err(invalid("dir: needs a path, as in dir:/var/lib/tabby")),
         Some(("dir", path)) => Ok(Arc::new(DirDatastore::open(path)?)),

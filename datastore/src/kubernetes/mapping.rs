@@ -70,10 +70,10 @@ pub fn kept_metadata(object: &Value) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     if let Some(meta) = object.get("metadata").and_then(Value::as_object) {
         for field in KEPT_METADATA {
-            if let Some(v) = meta.get(field) {
-                if !v.is_null() {
-                    out.insert(field.to_string(), v.clone());
-                }
+            if let Some(v) = meta.get(field)
+                && !v.is_null()
+            {
+                out.insert(field.to_string(), v.clone());
             }
         }
     }

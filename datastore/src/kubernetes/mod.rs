@@ -235,14 +235,14 @@ impl KubeDatastore {
         for _ in 0..RETRIES {
             let current = self.get_object(&key, &key.name).await?;
             let current_rv = object_revision(&key, &current)?;
-            if let Some(exp) = expected {
-                if exp != current_rv {
-                    return Err(Error::Conflict {
-                        key,
-                        expected: exp,
-                        current: current_rv,
-                    });
-                }
+            if let Some(exp) = expected
+                && exp != current_rv
+            {
+                return Err(Error::Conflict {
+                    key,
+                    expected: exp,
+                    current: current_rv,
+                });
             }
             let patch = node::patch_for(&current, node_resource, &current_rv.to_string());
             match self.patch_object(&key, &key.name, &patch).await {
@@ -319,14 +319,14 @@ impl KubeDatastore {
                 // The pod carries another endpoint (a different name): one endpoint per pod.
                 return Err(Error::AlreadyExists(key));
             }
-            if let (Some(exp), false) = (expected, create) {
-                if exp != pod_rv {
-                    return Err(Error::Conflict {
-                        key,
-                        expected: exp,
-                        current: pod_rv,
-                    });
-                }
+            if let (Some(exp), false) = (expected, create)
+                && exp != pod_rv
+            {
+                return Err(Error::Conflict {
+                    key,
+                    expected: exp,
+                    current: pod_rv,
+                });
             }
             let patch = workload::write_patch(wep, &pod_rv.to_string());
             match self.patch_object(&key, &pod, &patch).await {
@@ -359,14 +359,14 @@ impl KubeDatastore {
                 return Err(Error::NotFound(key.clone()));
             };
             let pod_rv = object_revision(key, &object)?;
-            if let Some(exp) = expected {
-                if exp != pod_rv {
-                    return Err(Error::Conflict {
-                        key: key.clone(),
-                        expected: exp,
-                        current: pod_rv,
-                    });
-                }
+            if let Some(exp) = expected
+                && exp != pod_rv
+            {
+                return Err(Error::Conflict {
+                    key: key.clone(),
+                    expected: exp,
+                    current: pod_rv,
+                });
             }
             match self
                 .patch_object(key, &pod, &workload::clear_patch(&pod_rv.to_string()))

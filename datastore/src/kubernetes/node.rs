@@ -100,13 +100,13 @@ pub fn from_core(object: &Value) -> Result<Resource, Error> {
     {
         for a in status {
             let kind = a.get("type").and_then(Value::as_str).unwrap_or_default();
-            if kind == "InternalIP" || kind == "ExternalIP" {
-                if let Some(address) = a.get("address").and_then(Value::as_str) {
-                    spec.addresses.push(NodeAddress {
-                        address: address.to_string(),
-                        type_: Some(kind.to_string()),
-                    });
-                }
+            if (kind == "InternalIP" || kind == "ExternalIP")
+                && let Some(address) = a.get("address").and_then(Value::as_str)
+            {
+                spec.addresses.push(NodeAddress {
+                    address: address.to_string(),
+                    type_: Some(kind.to_string()),
+                });
             }
         }
     }

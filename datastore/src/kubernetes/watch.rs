@@ -76,11 +76,10 @@ async fn merge(mut rx: mpsc::Receiver<Result<WatchEvent, Error>>, tx: Sender) {
                 Some(Err(e)) => {
                     // Deliver what came before the error, then the error: the watch ends.
                     while let Some(Reverse((_, s))) = held.pop() {
-                        if let Some((_, event)) = events.remove(&s) {
-                            if tx.send(Ok(event)).await.is_err() {
+                        if let Some((_, event)) = events.remove(&s)
+                            && tx.send(Ok(event)).await.is_err() {
                                 return;
                             }
-                        }
                     }
                     let _ = tx.send(Err(e)).await;
                     return;
@@ -95,11 +94,10 @@ async fn merge(mut rx: mpsc::Receiver<Result<WatchEvent, Error>>, tx: Sender) {
                         break;
                     }
                     held.pop();
-                    if let Some((_, event)) = events.remove(&s) {
-                        if tx.send(Ok(event)).await.is_err() {
+                    if let Some((_, event)) = events.remove(&s)
+                        && tx.send(Ok(event)).await.is_err() {
                             return;
                         }
-                    }
                 }
             }
         }
@@ -289,10 +287,10 @@ impl Tracker {
                     reason: e.to_string(),
                 })?;
                 let key = Key::new(self.kind, "");
-                if mapping::object_revision(&key, &v)? <= after {
-                    if let Ok(Some(w)) = workload::from_pod(&v) {
-                        self.last.insert(object_id(&v), w);
-                    }
+                if mapping::object_revision(&key, &v)? <= after
+                    && let Ok(Some(w)) = workload::from_pod(&v)
+                {
+                    self.last.insert(object_id(&v), w);
                 }
             }
             match page.metadata.continue_.filter(|t| !t.is_empty()) {
