@@ -88,11 +88,15 @@ pub fn parse_rv(rv: &str) -> Result<u64, ApiError> {
 pub fn validate_match(opts: &ListOptions) -> Result<(), ApiError> {
     match opts.resource_version_match.as_deref() {
         None => Ok(()),
-        Some("NotOlderThan" | "Exact") if opts.resource_version.is_none() => Err(
+        // A streaming list (sendInitialEvents) may leave resourceVersion unset.
+        Some("NotOlderThan" | "Exact")
+            if opts.resource_version.is_none() && opts.send_initial_events.is_none() =>
+        {
+            Err(
             ApiError::unprocessable(
                 "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
-            ),
-        ),
+            ))
+        }
         Some("Exact") if opts.resource_version.as_deref() == Some("0") => Err(
             ApiError::unprocessable(
                 "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
