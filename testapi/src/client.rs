@@ -55,7 +55,12 @@ async fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<(S
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -83,8 +88,13 @@ async fn read_chunk(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Vec<
     if reader.read_line(&mut line).await? == 0 {
         return Ok(None);
     }
-    let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+    let size =
+        usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad chunk size {line:?}"),
+            )
+        })?;
     let mut data = vec![0; size];
     reader.read_exact(&mut data).await?;
     let mut crlf = [0u8; 2];
@@ -112,7 +122,10 @@ impl Client {
         body: Option<&[u8]>,
     ) -> io::Result<BufReader<TcpStream>> {
         let mut stream = TcpStream::connect(self.addr).await?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n", self.addr);
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nConnection: close\r\n",
+            self.addr
+        );
         if let Some(t) = &self.token {
             head.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
@@ -158,20 +171,40 @@ impl Client {
 
     /// POST a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> io::Result<Response> {
-        self.request("POST", path, Some("application/json"), Some(&serde_json::to_vec(body)?))
-            .await
+        self.request(
+            "POST",
+            path,
+            Some("application/json"),
+            Some(&serde_json::to_vec(body)?),
+        )
+        .await
     }
 
     /// PUT a JSON body.
     pub async fn put(&self, path: &str, body: &Value) -> io::Result<Response> {
-        self.request("PUT", path, Some("application/json"), Some(&serde_json::to_vec(body)?))
-            .await
+        self.request(
+            "PUT",
+            path,
+            Some("application/json"),
+            Some(&serde_json::to_vec(body)?),
+        )
+        .await
     }
 
     /// PATCH with the given Content-Type.
-    pub async fn patch(&self, path: &str, content_type: &str, body: &Value) -> io::Result<Response> {
-        self.request("PATCH", path, Some(content_type), Some(&serde_json::to_vec(body)?))
-            .await
+    pub async fn patch(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> io::Result<Response> {
+        self.request(
+            "PATCH",
+            path,
+            Some(content_type),
+            Some(&serde_json::to_vec(body)?),
+        )
+        .await
     }
 
     /// DELETE, with DeleteOptions if given.
@@ -216,7 +249,10 @@ impl Watch {
                 let value = serde_json::from_slice(&line).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("watch line is not JSON ({e}): {}", String::from_utf8_lossy(&line)),
+                        format!(
+                            "watch line is not JSON ({e}): {}",
+                            String::from_utf8_lossy(&line)
+                        ),
                     )
                 })?;
                 return Ok(Some(value));
@@ -241,7 +277,10 @@ impl Watch {
     pub async fn next_within(&mut self, timeout: Duration) -> io::Result<Option<Value>> {
         match tokio::time::timeout(timeout, self.next()).await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no watch event in time")),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no watch event in time",
+            )),
         }
     }
 }

@@ -21,12 +21,19 @@ fn names(list: &Value) -> Vec<String> {
 }
 
 fn rv(v: &Value) -> u64 {
-    v["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn node(c: &Client, name: &str, labels: Value) -> Value {
     let r = c
-        .post("/api/v1/nodes", &json!({"metadata": {"name": name, "labels": labels}}))
+        .post(
+            "/api/v1/nodes",
+            &json!({"metadata": {"name": name, "labels": labels}}),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 201);
@@ -92,18 +99,30 @@ async fn pages_are_one_consistent_snapshot() {
 
     // Change the world between pages.
     c.delete("/api/v1/nodes/n3", None).await.unwrap();
-    c.patch("/api/v1/nodes/n4", "application/merge-patch+json", &json!({"metadata": {"labels": {"v": "new"}}}))
-        .await
-        .unwrap();
+    c.patch(
+        "/api/v1/nodes/n4",
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"v": "new"}}}),
+    )
+    .await
+    .unwrap();
     node(&c, "n35", json!({"v": "new"})).await;
 
-    let p2 = c.get(&format!("/api/v1/nodes?limit=2&continue={token}")).await.unwrap().json();
+    let p2 = c
+        .get(&format!("/api/v1/nodes?limit=2&continue={token}"))
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&p2), ["n3", "n4"]);
     assert_eq!(p2["items"][1]["metadata"]["labels"]["v"], "old");
     assert_eq!(rv(&p2), snapshot);
     assert_eq!(p2["metadata"]["remainingItemCount"], 1);
     let token = p2["metadata"]["continue"].as_str().unwrap().to_string();
-    let p3 = c.get(&format!("/api/v1/nodes?limit=2&continue={token}")).await.unwrap().json();
+    let p3 = c
+        .get(&format!("/api/v1/nodes?limit=2&continue={token}"))
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&p3), ["n5"]);
     assert_eq!(rv(&p3), snapshot);
     assert!(p3["metadata"].get("continue").is_none());
@@ -114,9 +133,20 @@ async fn pages_are_one_consistent_snapshot() {
     assert_eq!(names(&fresh), ["n1", "n2", "n35", "n4", "n5"]);
 
     // A continue token is not to be combined with a resourceVersion, and garbage is 400.
-    let r = c.get(&format!("/api/v1/nodes?limit=2&continue={token}&resourceVersion=1")).await.unwrap();
+    let r = c
+        .get(&format!(
+            "/api/v1/nodes?limit=2&continue={token}&resourceVersion=1"
+        ))
+        .await
+        .unwrap();
     assert_eq!(r.status, 400);
-    assert_eq!(c.get("/api/v1/nodes?limit=2&continue=garbage").await.unwrap().status, 400);
+    assert_eq!(
+        c.get("/api/v1/nodes?limit=2&continue=garbage")
+            .await
+            .unwrap()
+            .status,
+        400
+    );
 }
 
 /// "Retrieving large results sets in chunks": a continue token whose resourceVersion has been
@@ -133,7 +163,10 @@ async fn a_compacted_continue_token_is_expired() {
     c.delete("/api/v1/nodes/n2", None).await.unwrap();
     server.compact(server.revision());
 
-    let r = c.get(&format!("/api/v1/nodes?limit=1&continue={token}")).await.unwrap();
+    let r = c
+        .get(&format!("/api/v1/nodes?limit=1&continue={token}"))
+        .await
+        .unwrap();
     assert_eq!(r.status, 410);
     let s = r.json();
     assert_eq!(s["reason"], "Expired");
@@ -143,7 +176,11 @@ async fn a_compacted_continue_token_is_expired() {
         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
     );
     let inconsistent = s["metadata"]["continue"].as_str().unwrap();
-    let rest = c.get(&format!("/api/v1/nodes?continue={inconsistent}")).await.unwrap().json();
+    let rest = c
+        .get(&format!("/api/v1/nodes?continue={inconsistent}"))
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&rest), ["n3"]);
     assert_eq!(rv(&rest), server.revision());
 }
@@ -171,29 +208,62 @@ async fn label_and_field_selectors() {
     assert_eq!(q("labelSelector=zone%3D%3Db").await, ["n2"]);
     assert_eq!(q("labelSelector=zone%21%3Da").await, ["n2", "n3", "n4"]);
     assert_eq!(q("labelSelector=zone+in+%28a%2Cc%29").await, ["n1", "n3"]);
-    assert_eq!(q("labelSelector=zone+notin+%28a%2Cc%29").await, ["n2", "n4"]);
+    assert_eq!(
+        q("labelSelector=zone+notin+%28a%2Cc%29").await,
+        ["n2", "n4"]
+    );
     assert_eq!(q("labelSelector=zone").await, ["n1", "n2", "n3"]);
     assert_eq!(q("labelSelector=%21zone").await, ["n4"]);
     assert_eq!(q("labelSelector=zone%2Crr%3Dtrue").await, ["n1"]);
     assert_eq!(q("fieldSelector=metadata.name%3Dn3").await, ["n3"]);
-    assert_eq!(q("fieldSelector=metadata.name%21%3Dn3").await, ["n1", "n2", "n4"]);
+    assert_eq!(
+        q("fieldSelector=metadata.name%21%3Dn3").await,
+        ["n1", "n2", "n4"]
+    );
 
-    let page = c.get("/api/v1/nodes?labelSelector=zone&limit=1").await.unwrap().json();
+    let page = c
+        .get("/api/v1/nodes?labelSelector=zone&limit=1")
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&page), ["n1"]);
     assert!(page["metadata"]["continue"].is_string());
     assert!(page["metadata"].get("remainingItemCount").is_none());
 
     pod(&c, "ns1", "p1", "n1").await;
     pod(&c, "ns2", "p2", "n2").await;
-    let on_n2 = c.get("/api/v1/pods?fieldSelector=spec.nodeName%3Dn2").await.unwrap().json();
+    let on_n2 = c
+        .get("/api/v1/pods?fieldSelector=spec.nodeName%3Dn2")
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&on_n2), ["p2"]);
-    let in_ns1 = c.get("/api/v1/pods?fieldSelector=metadata.namespace%3Dns1").await.unwrap().json();
+    let in_ns1 = c
+        .get("/api/v1/pods?fieldSelector=metadata.namespace%3Dns1")
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&in_ns1), ["p1"]);
 
-    let r = c.get("/api/v1/nodes?fieldSelector=spec.nodeName%3Dn2").await.unwrap();
-    assert_eq!((r.status, r.json()["reason"].clone()), (400, json!("BadRequest")));
-    assert_eq!(r.json()["message"], "field label not supported: spec.nodeName");
-    assert_eq!(c.get("/api/v1/nodes?labelSelector=zone+in+a").await.unwrap().status, 400);
+    let r = c
+        .get("/api/v1/nodes?fieldSelector=spec.nodeName%3Dn2")
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["reason"].clone()),
+        (400, json!("BadRequest"))
+    );
+    assert_eq!(
+        r.json()["message"],
+        "field label not supported: spec.nodeName"
+    );
+    assert_eq!(
+        c.get("/api/v1/nodes?labelSelector=zone+in+a")
+            .await
+            .unwrap()
+            .status,
+        400
+    );
 }
 
 /// "Semantics for get and list": resourceVersionMatch=Exact serves the state at that
@@ -210,28 +280,70 @@ async fn resource_version_semantics_for_list() {
     c.delete("/api/v1/nodes/n1", None).await.unwrap();
     let now = server.revision();
 
-    let exact = c.get(&format!("/api/v1/nodes?resourceVersion={r1}&resourceVersionMatch=Exact")).await.unwrap().json();
+    let exact = c
+        .get(&format!(
+            "/api/v1/nodes?resourceVersion={r1}&resourceVersionMatch=Exact"
+        ))
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&exact), ["n1"]);
     assert_eq!(rv(&exact), r1);
-    let legacy = c.get(&format!("/api/v1/nodes?resourceVersion={r1}&limit=10")).await.unwrap().json();
+    let legacy = c
+        .get(&format!("/api/v1/nodes?resourceVersion={r1}&limit=10"))
+        .await
+        .unwrap()
+        .json();
     assert_eq!(names(&legacy), ["n1"]);
-    for q in [format!("resourceVersion={r1}&resourceVersionMatch=NotOlderThan"), format!("resourceVersion={r1}"), "resourceVersion=0".into()] {
+    for q in [
+        format!("resourceVersion={r1}&resourceVersionMatch=NotOlderThan"),
+        format!("resourceVersion={r1}"),
+        "resourceVersion=0".into(),
+    ] {
         let l = c.get(&format!("/api/v1/nodes?{q}")).await.unwrap().json();
         assert_eq!(names(&l), ["n2"], "{q}");
         assert_eq!(rv(&l), now, "{q}");
     }
-    let future = c.get(&format!("/api/v1/nodes?resourceVersion={}", now + 5)).await.unwrap();
+    let future = c
+        .get(&format!("/api/v1/nodes?resourceVersion={}", now + 5))
+        .await
+        .unwrap();
     assert_eq!(future.status, 504);
     assert_eq!(future.json()["reason"], "Timeout");
-    assert_eq!(c.get("/api/v1/nodes?resourceVersionMatch=Exact").await.unwrap().status, 422);
-    assert_eq!(c.get("/api/v1/nodes?resourceVersion=abc").await.unwrap().status, 400);
+    assert_eq!(
+        c.get("/api/v1/nodes?resourceVersionMatch=Exact")
+            .await
+            .unwrap()
+            .status,
+        422
+    );
+    assert_eq!(
+        c.get("/api/v1/nodes?resourceVersion=abc")
+            .await
+            .unwrap()
+            .status,
+        400
+    );
 
     server.compact(now);
-    let r = c.get(&format!("/api/v1/nodes?resourceVersion={r1}&resourceVersionMatch=Exact")).await.unwrap();
+    let r = c
+        .get(&format!(
+            "/api/v1/nodes?resourceVersion={r1}&resourceVersionMatch=Exact"
+        ))
+        .await
+        .unwrap();
     assert_eq!(r.status, 410);
     assert_eq!(r.json()["reason"], "Expired");
-    assert_eq!(r.json()["message"], format!("too old resource version: {r1} ({now})"));
+    assert_eq!(
+        r.json()["message"],
+        format!("too old resource version: {r1} ({now})")
+    );
     // The compacted revision itself is still readable.
-    let at_now = c.get(&format!("/api/v1/nodes?resourceVersion={now}&resourceVersionMatch=Exact")).await.unwrap();
+    let at_now = c
+        .get(&format!(
+            "/api/v1/nodes?resourceVersion={now}&resourceVersionMatch=Exact"
+        ))
+        .await
+        .unwrap();
     assert_eq!(names(&at_now.json()), ["n2"]);
 }
