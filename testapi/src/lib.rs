@@ -30,6 +30,7 @@
 //!   (also registered by POSTing them to `/apis/apiextensions.k8s.io/v1/customresourcedefinitions`).
 //! - [`Options`]: bookmark interval, bearer token, TLS, RBAC rules ([`PolicyRule`],
 //!   [`rbac::rules_from_manifest`]), history limit, watcher buffer.
+//! - [`client::Client`]: a raw HTTP/1.1 client for tests that check the wire.
 //! - The `tabby-test-apiserver` binary runs one from the command line.
 //!
 //! # What is served
@@ -67,6 +68,7 @@
 //!   outside metadata (and status, with a status subresource) changes.
 //! - A watch without `timeoutSeconds` runs until the client or the server ends it.
 
+pub mod client;
 pub mod crd;
 pub mod discovery;
 pub mod http;

@@ -92,7 +92,10 @@ pub fn parse_rv(rv: &str) -> Result<u64, ApiError> {
 pub fn validate_match(opts: &ListOptions) -> Result<(), ApiError> {
     match opts.resource_version_match.as_deref() {
         None => Ok(()),
-        Some("NotOlderThan" | "Exact") if opts.resource_version.is_none() => {
+        // A streaming list (sendInitialEvents) may leave resourceVersion unset.
+        Some("NotOlderThan" | "Exact")
+            if opts.resource_version.is_none() && opts.send_initial_events.is_none() =>
+        {
             Err(ApiError::unprocessable(
                 "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
             ))
