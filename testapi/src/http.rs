@@ -186,6 +186,10 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
         .to_string();
     match rr.verb {
         "watch" => {
+            let mut opts = opts.clone();
+            if let Some(max) = shared.options.max_watch_timeout {
+                opts.timeout = Some(opts.timeout.map_or(max, |t| t.min(max)));
+            }
             let body = watch::start(
                 &shared.store,
                 &ty,

@@ -52,6 +52,10 @@ pub struct Options {
     pub history_limit: Option<usize>,
     /// How many revisions a watcher may fall behind before it is closed (default 10,000).
     pub watch_buffer: usize,
+    /// End every watch after at most this long, whatever `timeoutSeconds` asked for (real
+    /// apiservers end watches after `--min-request-timeout`, 30–60 min by default); clients must
+    /// watch again from the last revision they saw. Default: no cap.
+    pub max_watch_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -65,6 +69,7 @@ impl Default for Options {
             user: "system:serviceaccount:kube-system:tabby".into(),
             history_limit: None,
             watch_buffer: 10_000,
+            max_watch_timeout: None,
         }
     }
 }

@@ -176,8 +176,9 @@ fn resources_live_where_calico_keeps_them() {
         };
         assert_eq!(web.spec.mac.as_deref(), Some("ee:ee:ee:ee:ee:ee"));
         // CNI DEL: the endpoint goes, the pod stays.
-        d.delete(&web.key(), None).await.unwrap();
-        assert!(matches!(d.get(&web.key()).await, Err(Error::NotFound(_))));
+        let key = Resource::from(web).key();
+        d.delete(&key, None).await.unwrap();
+        assert!(matches!(d.get(&key).await, Err(Error::NotFound(_))));
     });
     let pod = server.get_object("/api/v1/namespaces/shop/pods/web").unwrap();
     let annotations = pod["metadata"]["annotations"].as_object();
