@@ -13,6 +13,7 @@ pub const DEFAULT_AS_NUMBER: u32 = 64512;
 pub const DEFAULT_LISTEN_PORT: u16 = 179;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPConfigurationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,6 +25,10 @@ pub struct BGPConfigurationSpec {
         default,
         with = "crate::numorstring::opt_as_number",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<u32>", extend("x-kubernetes-int-or-string" = true))
     )]
     pub as_number: Option<u32>,
     #[serde(
@@ -100,12 +105,14 @@ impl BGPConfigurationSpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceCidr {
     pub cidr: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Community {
     pub name: String,
@@ -113,6 +120,7 @@ pub struct Community {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefixAdvertisement {
     pub cidr: String,
@@ -122,6 +130,7 @@ pub struct PrefixAdvertisement {
 
 /// A BGP password, taken from a Kubernetes secret.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPPassword {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +138,7 @@ pub struct BGPPassword {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
@@ -138,6 +148,7 @@ pub struct SecretKeyRef {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPPeerSpec {
     /// The node this peering applies to; empty means every node (or those `nodeSelector` picks).
@@ -151,6 +162,10 @@ pub struct BGPPeerSpec {
         default,
         with = "crate::numorstring::opt_as_number",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<u32>", extend("x-kubernetes-int-or-string" = true))
     )]
     pub as_number: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +204,10 @@ pub struct BGPPeerSpec {
         default,
         with = "crate::numorstring::opt_as_number",
         skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<u32>", extend("x-kubernetes-int-or-string" = true))
     )]
     pub local_as_number: Option<u32>,
     /// Peer with the local workloads this selects (BGP to pods).

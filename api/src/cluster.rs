@@ -7,6 +7,7 @@ use crate::{Kind, Object, Spec};
 pub type ClusterInformation = Object<ClusterInformationSpec>;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterInformationSpec {
     #[serde(

@@ -18,6 +18,7 @@ pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 pub const DEFAULT_ROUTE_REFRESH_INTERVAL: &str = "90s";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FelixConfigurationSpec {
     #[serde(
@@ -545,6 +546,7 @@ impl FelixConfigurationSpec {
 
 /// A protocol and port felix keeps open whatever the policy (`failsafeInboundHostPorts`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProtoPort {
     /// Calico: `TCP`, `UDP` or `SCTP`.
@@ -557,6 +559,7 @@ pub struct ProtoPort {
 
 /// A range of kernel routing table indices felix may use.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteTableRange {
     pub min: u32,
@@ -565,6 +568,7 @@ pub struct RouteTableRange {
 
 /// Overrides the health timeout of one felix component.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthTimeoutOverride {
     pub name: String,
@@ -574,6 +578,7 @@ pub struct HealthTimeoutOverride {
 
 /// Conntrack timeouts of the eBPF dataplane: each `Auto` or a Go duration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BPFConntrackTimeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]

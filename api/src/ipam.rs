@@ -17,6 +17,7 @@ pub type IPAMHandle = Object<IPAMHandleSpec>;
 pub const DEFAULT_MAX_BLOCKS_PER_HOST: u32 = 20;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMConfigSpec {
     #[serde(default)]
@@ -48,8 +49,10 @@ impl IPAMConfigSpec {
 /// holds ordinal `i`, or null when free; `unallocated` is the queue of free ordinals (freed ones
 /// go to its back).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMBlockSpec {
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "cidr")))]
     pub cidr: Option<IpNet>,
     /// `host:<node>` while the block is affine to a node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +78,7 @@ impl Spec for IPAMBlockSpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AllocationAttribute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,10 +90,12 @@ pub struct AllocationAttribute {
 /// A node's claim on a block. The claim is made in two steps (pending, then confirmed once the
 /// block exists) so that a crash between them is recognisable and repairable.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BlockAffinitySpec {
     pub state: AffinityState,
     pub node: String,
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "cidr")))]
     pub cidr: Option<IpNet>,
     #[serde(default)]
     pub deleted: bool,
@@ -102,6 +108,7 @@ impl Spec for BlockAffinitySpec {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum AffinityState {
     #[default]
@@ -112,6 +119,7 @@ pub enum AffinityState {
 
 /// Which blocks hold addresses for one handle, and how many in each (keyed by block CIDR).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPAMHandleSpec {
     #[serde(rename = "handleID")]

@@ -14,8 +14,10 @@ pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
 pub const DEFAULT_BLOCK_SIZE_V6: u8 = 122;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IPPoolSpec {
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>", extend("format" = "cidr")))]
     pub cidr: Option<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vxlan_mode: Option<EncapMode>,
@@ -85,6 +87,7 @@ impl IPPoolSpec {
 
 /// ipipMode / vxlanMode. Calico: an empty value means Never.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum EncapMode {
     #[default]
     Never,
@@ -108,6 +111,7 @@ impl EncapMode {
 
 /// What addresses from a pool may be used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AllowedUse {
     Workload,
     Tunnel,
@@ -116,6 +120,7 @@ pub enum AllowedUse {
 
 /// Whether IPAM hands out addresses from a pool without being asked for it by name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AssignmentMode {
     #[default]
     Automatic,

@@ -92,6 +92,11 @@ pub mod opt_as_number {
 
 /// A port or a port range (`numorstring.Port`): `8080`, `"8080"` or `"30000:32767"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(extend("x-kubernetes-int-or-string" = true))
+)]
 #[serde(untagged)]
 pub enum PortOrRange {
     Number(u16),

@@ -41,6 +41,14 @@ pub struct NetConf {
     /// Same forms as tabbyctl's `--datastore` (`dir:/path`, …).
     #[serde(default)]
     pub datastore: Option<String>,
+    /// Calico's way to name the datastore: `"kubernetes"` (with [`NetConf::kubernetes`]) or
+    /// `"local"` (the directory datastore under the state dir). `datastore` wins when both are set.
+    #[serde(default)]
+    pub datastore_type: Option<String>,
+    /// Calico's `kubernetes` section: the kubeconfig the plugin uses (written by
+    /// `tabby-node install-cni`); without it, the in-cluster config or `KUBECONFIG`.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConf>,
     #[serde(default)]
     pub log_level: Option<String>,
     #[serde(default)]
@@ -65,6 +73,13 @@ pub struct NetConf {
     pub runtime_config: Option<serde_json::Value>,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// Calico's `kubernetes` section of the network configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct KubernetesConf {
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// The `ipam` section. Calico allows the pools here too; when given here they win.
@@ -106,6 +121,14 @@ impl NetConf {
             serde_json::from_value(value).map_err(|e| Error::InvalidConfig(format!("{e}")))?;
         if conf.name.is_empty() {
             return Err(Error::InvalidConfig("field `name` is empty".into()));
+        }
+        match conf.datastore_type.as_deref() {
+            None | Some("kubernetes") | Some("local") => {}
+            Some(other) => {
+                return Err(Error::InvalidConfig(format!(
+                    "field `datastore_type`: {other:?} is not supported (use \"kubernetes\" or \"local\")"
+                )));
+            }
         }
         Ok((conf, version))
     }
@@ -162,9 +185,18 @@ impl NetConf {
     }
 
     pub fn datastore_url(&self) -> String {
-        self.datastore
-            .clone()
-            .unwrap_or_else(|| format!("dir:{}", self.state_dir().join("datastore").display()))
+        if let Some(spec) = &self.datastore {
+            return spec.clone();
+        }
+        match self.datastore_type.as_deref() {
+            Some("kubernetes") => {
+                match self.kubernetes.as_ref().and_then(|k| k.kubeconfig.as_ref()) {
+                    Some(path) => format!("kubernetes:{}", path.display()),
+                    None => "kubernetes:".to_string(),
+                }
+            }
+            _ => format!("dir:{}", self.state_dir().join("datastore").display()),
+        }
     }
 
     pub fn ipv4_pools(&self) -> &[String] {
@@ -434,6 +466,29 @@ mod tests {
         assert_eq!(c.node_name().unwrap(), "n1");
         assert_eq!(c.handle("abc"), "k8s-pod-network.abc");
         assert_eq!(c.dns.nameservers, ["198.18.0.10"]);
+    }
+
+    #[test]
+    fn calico_datastore_type_picks_kubernetes() {
+        let (c, _) = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"tabby",
+            "datastore_type":"kubernetes","kubernetes":{"kubeconfig":"/etc/cni/net.d/tabby-kubeconfig"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.datastore_url(),
+            "kubernetes:/etc/cni/net.d/tabby-kubeconfig"
+        );
+        let (c, _) = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"tabby","datastore_type":"kubernetes"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.datastore_url(), "kubernetes:");
+        let e = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"tabby","datastore_type":"etcdv3"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("datastore_type"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub const DEFAULT_DATASTORE: &str = "dir:/var/lib/tabby/datastore";
     about = "Manage tabby resources, IPAM and nodes (calicoctl-style)"
 )]
 pub struct Cli {
-    /// Where resources live: `dir:PATH` (the local-directory datastore).
+    /// Where resources live: `dir:PATH` (the local-directory datastore), `kubernetes` (the
+    /// cluster in KUBECONFIG / ~/.kube/config, or in-cluster) or `kubernetes:KUBECONFIG`.
     #[arg(long, global = true, env = "TABBY_DATASTORE", default_value = DEFAULT_DATASTORE)]
     pub datastore: String,
 

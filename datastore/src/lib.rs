@@ -31,18 +31,41 @@ pub const DATASTORE_ENV: &str = "TABBY_DATASTORE";
 /// Opens the datastore a spec names, as given to `--datastore` or in `TABBY_DATASTORE`:
 ///
 /// - `dir:PATH` — the local-directory datastore in `PATH` (created if missing);
-/// - `memory:` — a fresh, empty in-memory datastore (for tests and dry runs).
+/// - `memory:` — a fresh, empty in-memory datastore (for tests and dry runs);
+/// - `kubernetes:` — the Kubernetes API (Calico's "KDD" layout), in-cluster when
+///   `KUBERNETES_SERVICE_HOST` is set, else `KUBECONFIG` / `~/.kube/config`;
+///   `kubernetes:PATH` reads the kubeconfig at `PATH` (needs the `kubernetes` feature).
 pub fn open(spec: &str) -> Result<Arc<dyn Datastore>, Error> {
     let invalid = |reason: &str| Error::InvalidSpec {
         spec: spec.to_string(),
         reason: reason.to_string(),
     };
-    match spec.split_once(':') {
+    // `kubernetes` alone, as calicoctl's DATASTORE_TYPE=kubernetes.
+    let spec_or_alias = if spec == "kubernetes" {
+        "kubernetes:"
+    } else {
+        spec
+    };
+    match spec_or_alias.split_once(':') {
         Some(("dir", "")) => Err(invalid("dir: needs a path, as in dir:/var/lib/tabby")),
         Some(("dir", path)) => Ok(Arc::new(DirDatastore::open(path)?)),
         Some(("memory", "")) => Ok(Arc::new(MemoryDatastore::new())),
         Some(("memory", _)) => Err(invalid("memory: takes no argument")),
-        _ => Err(invalid("expected dir:PATH or memory:")),
+        #[cfg(feature = "kubernetes")]
+        Some(("kubernetes", "")) => Ok(Arc::new(kubernetes::KubeDatastore::new(
+            kubernetes::ConfigSource::Infer,
+        ))),
+        #[cfg(feature = "kubernetes")]
+        Some(("kubernetes", path)) => Ok(Arc::new(kubernetes::KubeDatastore::new(
+            kubernetes::ConfigSource::Kubeconfig(path.into()),
+        ))),
+        #[cfg(not(feature = "kubernetes"))]
+        Some(("kubernetes", _)) => Err(invalid(
+            "this build has no Kubernetes support (datastore feature `kubernetes`)",
+        )),
+        _ => Err(invalid(
+            "expected dir:PATH, memory:, kubernetes: or kubernetes:KUBECONFIG",
+        )),
     }
 }
 
@@ -109,6 +132,14 @@ pub enum Error {
     InvalidKey { key: Key, reason: String },
     #[error("datastore spec {spec:?}: {reason}")]
     InvalidSpec { spec: String, reason: String },
+    /// The Kubernetes API server refused a request for a reason none of the above covers.
+    #[error("{what}: the Kubernetes API server answered {code} {reason}: {message}")]
+    Api {
+        what: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
 }
 
 /// One list: the items and the revision they were read at (watch from it to follow changes).

@@ -1,0 +1,174 @@
+//! Where each kind lives in a Kubernetes cluster, and the conversion between our resources and
+//! the objects stored there.
+//!
+//! Calico's Kubernetes datastore ("KDD") keeps most kinds as custom resources in
+//! `crd.projectcalico.org/v1` (same spec shape as `projectcalico.org/v3`), a Node's BGP data as
+//! `projectcalico.org/*` annotations on the core Node ([`super::node`]) and a WorkloadEndpoint as
+//! annotations on its Pod ([`super::workload`]). tabby keeps them in the same places, so a cluster
+//! can move between Calico and tabby.
+
+use api::{Key, Kind, Resource};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::Value;
+
+use crate::Error;
+
+/// The API group Calico's custom resources live in.
+pub const CRD_GROUP: &str = "crd.projectcalico.org";
+/// The version of Calico's custom resources.
+pub const CRD_VERSION: &str = "v1";
+
+/// Where one kind is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// A cluster-scoped custom resource in `crd.projectcalico.org/v1`.
+    Crd,
+    /// Annotations and labels on the core `v1` Node.
+    CoreNode,
+    /// Annotations on the core `v1` Pod.
+    Pod,
+}
+
+pub fn storage(kind: Kind) -> Storage {
+    match kind {
+        Kind::Node => Storage::CoreNode,
+        Kind::WorkloadEndpoint => Storage::Pod,
+        _ => Storage::Crd,
+    }
+}
+
+/// The API resource a kind is stored in.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    match storage(kind) {
+        Storage::Crd => ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(CRD_GROUP, CRD_VERSION, kind.as_str()),
+            kind.plural(),
+        ),
+        Storage::CoreNode => {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Node"), "nodes")
+        }
+        Storage::Pod => {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods")
+        }
+    }
+}
+
+/// The metadata fields our resources carry over from a Kubernetes object. Everything else
+/// (`managedFields`, `ownerReferences`, …) belongs to the cluster and is left out.
+const KEPT_METADATA: [&str; 7] = [
+    "name",
+    "namespace",
+    "labels",
+    "annotations",
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+];
+
+/// The kept part of an object's metadata.
+pub fn kept_metadata(object: &Value) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    if let Some(meta) = object.get("metadata").and_then(Value::as_object) {
+        for field in KEPT_METADATA {
+            if let Some(v) = meta.get(field)
+                && !v.is_null()
+            {
+                out.insert(field.to_string(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A custom resource object for `resource`, as stored in `crd.projectcalico.org/v1`.
+pub fn to_custom_object(resource: &Resource) -> Result<Value, Error> {
+    let mut v = serde_json::to_value(resource).map_err(|e| Error::Corrupt {
+        what: resource.key().to_string(),
+        reason: format!("encoding as JSON: {e}"),
+    })?;
+    v["apiVersion"] = Value::String(format!("{CRD_GROUP}/{CRD_VERSION}"));
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        // Cluster-scoped: a namespace would be rejected.
+        meta.remove("namespace");
+        meta.remove("creationTimestamp");
+        meta.remove("generation");
+    }
+    Ok(v)
+}
+
+/// Our resource for a custom object read back from the cluster.
+pub fn from_custom_object(kind: Kind, object: &Value) -> Result<Resource, Error> {
+    let mut v = serde_json::Map::new();
+    v.insert("apiVersion".into(), Value::String(api::API_VERSION.into()));
+    v.insert("kind".into(), Value::String(kind.as_str().into()));
+    v.insert("metadata".into(), Value::Object(kept_metadata(object)));
+    if let Some(spec) = object.get("spec") {
+        v.insert("spec".into(), spec.clone());
+    }
+    if let Some(status) = object.get("status").filter(|s| !s.is_null()) {
+        v.insert("status".into(), status.clone());
+    }
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Resource::from_json_value(Value::Object(v)).map_err(|e| Error::Corrupt {
+        what: format!("{kind} {name} in the cluster"),
+        reason: e.to_string(),
+    })
+}
+
+/// The object's `metadata.resourceVersion` as a revision.
+pub fn object_revision(key: &Key, object: &Value) -> Result<crate::Revision, Error> {
+    let s = object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    parse_revision(key, s)
+}
+
+/// Kubernetes calls resourceVersion opaque, but an etcd-backed API server hands out etcd's
+/// revision, one counter for the whole cluster; our watches compare them across kinds.
+pub fn parse_revision(key: &Key, s: &str) -> Result<crate::Revision, Error> {
+    s.parse()
+        .map(crate::Revision)
+        .map_err(|_| Error::InvalidRevision {
+            key: key.clone(),
+            value: s.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::{IPPool, IPPoolSpec};
+
+    #[test]
+    fn custom_objects_round_trip() {
+        let mut pool = IPPool::new(
+            "p1",
+            IPPoolSpec {
+                cidr: "198.18.0.0/16".into(),
+                ..Default::default()
+            },
+        );
+        pool.metadata.resource_version = Some("7".into());
+        pool.metadata.labels.insert("a".into(), "b".into());
+        let r: Resource = pool.into();
+        let mut o = to_custom_object(&r).unwrap();
+        assert_eq!(o["apiVersion"], "crd.projectcalico.org/v1");
+        assert_eq!(o["kind"], "IPPool");
+        o["metadata"]["managedFields"] = serde_json::json!([{"manager": "x"}]);
+        let back = from_custom_object(Kind::IPPool, &o).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn kinds_live_where_calico_keeps_them() {
+        let ar = api_resource(Kind::BlockAffinity);
+        assert_eq!(ar.api_version, "crd.projectcalico.org/v1");
+        assert_eq!(ar.plural, "blockaffinities");
+        assert_eq!(api_resource(Kind::Node).api_version, "v1");
+        assert_eq!(api_resource(Kind::WorkloadEndpoint).plural, "pods");
+    }
+}

@@ -1,0 +1,415 @@
+//! Watches over the Kubernetes API.
+//!
+//! ```text
+//!  per kind:  follow(kind) ── kube watch (resourceVersion, bookmarks) ──▶ Tracker ──┐
+//!             (re-watch from the last event/bookmark when the server ends a stream;  │
+//!              a 410 Gone ends the watch with TooOld)                                │
+//!  one kind:  ───────────────────────────────────────────────────────────────────────┴──▶ Watch
+//!  all kinds: follow × 11 ──▶ merge (holds events WINDOW, releases in revision order) ──▶ Watch
+//! ```
+//!
+//! Kubernetes has no watch across resource types, so `watch(None, …)` runs one per kind and
+//! merges them. Each stream is in order on its own; the merge holds every event for [`WINDOW`]
+//! and releases the lowest revision first, which puts events from different kinds back in
+//! revision order unless one stream lags by more than the window.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use api::{Key, Kind, Resource};
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject, ListParams, WatchEvent as KubeEvent, WatchParams};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::mapping::{self, Storage};
+use super::{node, workload};
+use crate::{Error, Revision, Watch, WatchEvent};
+
+/// How long the merge of several kinds holds an event before releasing it in revision order.
+pub const WINDOW: Duration = Duration::from_millis(30);
+/// The server-side timeout asked for each watch request; the watch is renewed after it.
+const WATCH_TIMEOUT_SECS: u32 = 290;
+/// Pause before re-watching after a transport error.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+type Sender = mpsc::Sender<Result<WatchEvent, Error>>;
+
+pub fn start(client: kube::Client, kind: Option<Kind>, after: Revision) -> Watch {
+    let (tx, rx) = mpsc::channel(1024);
+    match kind {
+        Some(kind) => {
+            tokio::spawn(follow(client, kind, after, tx));
+        }
+        None => {
+            let (inner_tx, inner_rx) = mpsc::channel(1024);
+            for kind in Kind::ALL {
+                tokio::spawn(follow(client.clone(), kind, after, inner_tx.clone()));
+            }
+            tokio::spawn(merge(inner_rx, tx));
+        }
+    }
+    Watch::from_channel(rx)
+}
+
+/// Releases events in revision order after holding each for [`WINDOW`].
+async fn merge(mut rx: mpsc::Receiver<Result<WatchEvent, Error>>, tx: Sender) {
+    // (revision, arrival sequence) → event; the sequence keeps equal revisions in arrival order.
+    let mut held: BinaryHeap<Reverse<(Revision, u64)>> = BinaryHeap::new();
+    let mut events: HashMap<u64, (Instant, WatchEvent)> = HashMap::new();
+    let mut seq = 0u64;
+    loop {
+        let deadline = held
+            .peek()
+            .and_then(|Reverse((_, s))| events.get(s))
+            .map(|(arrived, _)| *arrived + WINDOW);
+        tokio::select! {
+            _ = tx.closed() => return,
+            item = rx.recv() => match item {
+                Some(Ok(event)) => {
+                    seq += 1;
+                    held.push(Reverse((event.revision(), seq)));
+                    events.insert(seq, (Instant::now(), event));
+                }
+                Some(Err(e)) => {
+                    // Deliver what came before the error, then the error: the watch ends.
+                    while let Some(Reverse((_, s))) = held.pop() {
+                        if let Some((_, event)) = events.remove(&s)
+                            && tx.send(Ok(event)).await.is_err() {
+                                return;
+                            }
+                    }
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                let now = Instant::now();
+                while let Some(Reverse((_, s))) = held.peek().copied() {
+                    let ready = events.get(&s).is_some_and(|(arrived, _)| *arrived + WINDOW <= now);
+                    if !ready {
+                        break;
+                    }
+                    held.pop();
+                    if let Some((_, event)) = events.remove(&s)
+                        && tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                }
+            }
+        }
+    }
+}
+
+/// The revision in a watch "too old" message: `too old resource version: 5 (8)` → 8.
+fn oldest_in(message: &str, requested: Revision) -> Revision {
+    message
+        .rsplit_once('(')
+        .and_then(|(_, rest)| rest.trim_end_matches(')').trim().parse().ok())
+        .map(Revision)
+        .unwrap_or(Revision(requested.0 + 1))
+}
+
+/// Follows one kind from `after` until the receiver goes away or the history is gone.
+async fn follow(client: kube::Client, kind: Kind, after: Revision, tx: Sender) {
+    let api: Api<DynamicObject> = Api::all_with(client, &mapping::api_resource(kind));
+    let mut tracker = Tracker::new(kind);
+    if mapping::storage(kind) == Storage::Pod {
+        tokio::select! {
+            _ = tx.closed() => return,
+            r = tracker.seed(&api, after) => if let Err(e) = r {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+    let mut revision = after;
+    loop {
+        // Bookmarks are on by default: they move `revision` on even when this kind is quiet, so a
+        // re-watch after compaction elsewhere does not fail with 410.
+        let params = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+        let from = revision.to_string();
+        let started = tokio::select! {
+            _ = tx.closed() => return,
+            r = api.watch(&params, &from) => r,
+        };
+        let stream = match started {
+            Ok(s) => s,
+            Err(kube::Error::Api(s)) if s.code == 410 => {
+                let _ = tx
+                    .send(Err(Error::TooOld {
+                        requested: revision,
+                        oldest: oldest_in(&s.message, revision),
+                    }))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%kind, %revision, error = %e, "watch request failed; retrying");
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(RETRY_PAUSE) => continue,
+                }
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let item = tokio::select! {
+                _ = tx.closed() => return,
+                item = stream.next() => item,
+            };
+            let (change, object) = match item {
+                // The server ended this request (timeoutSeconds): watch again from where we are.
+                None => break,
+                Some(Ok(KubeEvent::Added(o))) => (Change::Added, o),
+                Some(Ok(KubeEvent::Modified(o))) => (Change::Modified, o),
+                Some(Ok(KubeEvent::Deleted(o))) => (Change::Deleted, o),
+                Some(Ok(KubeEvent::Bookmark(b))) => {
+                    if let Ok(r) = b.metadata.resource_version.parse() {
+                        revision = Revision(r);
+                    }
+                    continue;
+                }
+                Some(Ok(KubeEvent::Error(s))) if s.code == 410 => {
+                    let _ = tx
+                        .send(Err(Error::TooOld {
+                            requested: revision,
+                            oldest: oldest_in(&s.message, revision),
+                        }))
+                        .await;
+                    return;
+                }
+                Some(Ok(KubeEvent::Error(s))) => {
+                    tracing::warn!(%kind, %revision, code = s.code, message = %s.message, "watch error; re-watching");
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(%kind, %revision, error = %e, "watch stream failed; re-watching");
+                    break;
+                }
+            };
+            let value = match serde_json::to_value(object) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(%kind, error = %e, "undecodable watch object skipped");
+                    continue;
+                }
+            };
+            let key = Key::new(kind, "");
+            let event_revision = match mapping::object_revision(&key, &value) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            revision = event_revision;
+            match tracker.event(change, event_revision, &value) {
+                Ok(Some(event)) => {
+                    if tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%kind, error = %e, "object that is not a valid {kind} skipped");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// Turns object events of one storage into resource events: one pod event may be an endpoint
+/// appearing, changing or going away, and a Node's status heartbeats are not Calico changes.
+struct Tracker {
+    kind: Kind,
+    /// The last resource seen per object (Nodes and Pods only), keyed by namespace/name.
+    last: HashMap<(String, String), Resource>,
+}
+
+fn object_id(v: &Value) -> (String, String) {
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (s("/metadata/namespace"), s("/metadata/name"))
+}
+
+/// Equal apart from the resourceVersion.
+fn same_content(a: &Resource, b: &Resource) -> bool {
+    let mut a = a.clone();
+    let mut b = b.clone();
+    a.metadata_mut().resource_version = None;
+    b.metadata_mut().resource_version = None;
+    a == b
+}
+
+impl Tracker {
+    fn new(kind: Kind) -> Tracker {
+        Tracker {
+            kind,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Records the endpoints of pods unchanged since `after` (their state now is their state
+    /// then), so that a later change to them is reported as one.
+    async fn seed(&mut self, api: &Api<DynamicObject>, after: Revision) -> Result<(), Error> {
+        if after == Revision(0) {
+            return Ok(());
+        }
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(500);
+            if let Some(t) = &token {
+                params = params.continue_token(t);
+            }
+            let page = api.list(&params).await.map_err(|e| {
+                Error::Unavailable(format!(
+                    "listing pods to start a WorkloadEndpoint watch: {e}"
+                ))
+            })?;
+            for item in page.items {
+                let v = serde_json::to_value(item).map_err(|e| Error::Corrupt {
+                    what: "a pod".into(),
+                    reason: e.to_string(),
+                })?;
+                let key = Key::new(self.kind, "");
+                if mapping::object_revision(&key, &v)? <= after
+                    && let Ok(Some(w)) = workload::from_pod(&v)
+                {
+                    self.last.insert(object_id(&v), w);
+                }
+            }
+            match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        change: Change,
+        revision: Revision,
+        object: &Value,
+    ) -> Result<Option<WatchEvent>, Error> {
+        let make = |change: Change, resource: Resource| match change {
+            Change::Added => WatchEvent::Added { revision, resource },
+            Change::Modified => WatchEvent::Modified { revision, resource },
+            Change::Deleted => WatchEvent::Deleted { revision, resource },
+        };
+        match mapping::storage(self.kind) {
+            Storage::Crd => Ok(Some(make(
+                change,
+                mapping::from_custom_object(self.kind, object)?,
+            ))),
+            Storage::CoreNode => {
+                let id = object_id(object);
+                let resource = node::from_core(object)?;
+                if change == Change::Deleted {
+                    self.last.remove(&id);
+                    return Ok(Some(make(change, resource)));
+                }
+                let unchanged = self
+                    .last
+                    .get(&id)
+                    .is_some_and(|prev| same_content(prev, &resource));
+                self.last.insert(id, resource.clone());
+                Ok((!unchanged || change == Change::Added).then(|| make(change, resource)))
+            }
+            Storage::Pod => {
+                let id = object_id(object);
+                let now = if change == Change::Deleted {
+                    None
+                } else {
+                    workload::from_pod(object)?
+                };
+                let before = match &now {
+                    Some(w) => self.last.insert(id, w.clone()),
+                    None => self.last.remove(&id),
+                };
+                Ok(match (before, now) {
+                    (None, None) if change == Change::Deleted => {
+                        workload::from_pod(object)?.map(|w| make(Change::Deleted, w))
+                    }
+                    (None, None) => None,
+                    (None, Some(w)) => Some(make(Change::Added, w)),
+                    (Some(prev), Some(w)) if same_content(&prev, &w) => None,
+                    (Some(_), Some(w)) => Some(make(Change::Modified, w)),
+                    (Some(prev), None) => Some(make(Change::Deleted, prev)),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(rv: &str, annotations: Value) -> Value {
+        json!({"metadata": {"name": "web", "namespace": "default", "resourceVersion": rv,
+            "annotations": annotations}, "spec": {"nodeName": "n1"}})
+    }
+
+    #[test]
+    fn pod_events_become_endpoint_events() {
+        let mut t = Tracker::new(Kind::WorkloadEndpoint);
+        let with = json!({workload::CONTAINER_ID: "c1", workload::POD_IPS: "198.18.0.4/32"});
+        // A pod without an endpoint is nothing.
+        assert!(
+            t.event(Change::Added, Revision(1), &pod("1", json!({})))
+                .unwrap()
+                .is_none()
+        );
+        let e = t
+            .event(Change::Modified, Revision(2), &pod("2", with.clone()))
+            .unwrap();
+        assert!(matches!(
+            e,
+            Some(WatchEvent::Added {
+                revision: Revision(2),
+                ..
+            })
+        ));
+        // Only the pod's status changed: the endpoint did not.
+        assert!(
+            t.event(Change::Modified, Revision(3), &pod("3", with))
+                .unwrap()
+                .is_none()
+        );
+        let e = t
+            .event(Change::Modified, Revision(4), &pod("4", json!({})))
+            .unwrap();
+        match e {
+            Some(WatchEvent::Deleted { revision, resource }) => {
+                assert_eq!(revision, Revision(4));
+                assert_eq!(resource.metadata().resource_version.as_deref(), Some("3"));
+            }
+            other => panic!("expected Deleted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn too_old_messages_name_the_oldest_revision() {
+        assert_eq!(
+            oldest_in("too old resource version: 5 (8)", Revision(5)),
+            Revision(8)
+        );
+        assert_eq!(oldest_in("gone", Revision(5)), Revision(6));
+    }
+}
