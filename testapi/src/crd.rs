@@ -58,7 +58,9 @@ pub fn resource_types(crd_type: &ResourceType, crd: &Value) -> Result<Vec<Resour
         other => {
             return Err(invalid(
                 "spec.scope",
-                format!("Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""),
+                format!(
+                    "Unsupported value: {other:?}: supported values: \"Cluster\", \"Namespaced\""
+                ),
             ));
         }
     };
@@ -161,8 +163,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Value>, Error> {
             message: e.to_string(),
         })?;
         crds.extend(
-            docs.into_iter()
-                .filter(|d| d.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")),
+            docs.into_iter().filter(|d| {
+                d.get("kind").and_then(Value::as_str) == Some("CustomResourceDefinition")
+            }),
         );
     }
     Ok(crds)
@@ -175,7 +178,11 @@ mod tests {
 
     fn crd_type() -> std::sync::Arc<ResourceType> {
         Registry::default()
-            .get(crate::resources::CRD_GROUP, "v1", "customresourcedefinitions")
+            .get(
+                crate::resources::CRD_GROUP,
+                "v1",
+                "customresourcedefinitions",
+            )
             .unwrap()
     }
 
@@ -196,7 +203,10 @@ mod tests {
         let types = resource_types(&crd_type(), &crd).unwrap();
         assert_eq!(types.len(), 1);
         let t = &types[0];
-        assert_eq!((t.group.as_str(), t.version.as_str()), ("crd.projectcalico.org", "v1"));
+        assert_eq!(
+            (t.group.as_str(), t.version.as_str()),
+            ("crd.projectcalico.org", "v1")
+        );
         assert_eq!(t.list_kind, "IPPoolList");
         assert!(!t.namespaced);
         assert!(t.status_subresource);

@@ -15,7 +15,16 @@ fn verbs(status: bool) -> Value {
     if status {
         json!(["get", "patch", "update"])
     } else {
-        json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+        json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ])
     }
 }
 
@@ -73,7 +82,8 @@ pub fn serve(shared: &Shared, method: &str, path: &str) -> Result<Response<Body>
         ["api"] => json!({"kind": "APIVersions", "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": shared.addr.to_string()}]}),
         ["api", "v1"] => {
-            let core: Vec<&ResourceType> = all.iter().copied().filter(|t| t.group.is_empty()).collect();
+            let core: Vec<&ResourceType> =
+                all.iter().copied().filter(|t| t.group.is_empty()).collect();
             resource_list("v1", &core)
         }
         ["apis"] => {

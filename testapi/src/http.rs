@@ -66,7 +66,10 @@ fn error_response(err: &ApiError) -> Response<Body> {
 }
 
 /// Serves one request; never fails at the HTTP level (failures are Status objects).
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let response = match serve(&shared, req).await {
@@ -92,7 +95,9 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
@@ -109,7 +114,10 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
     }
     let method = req.method().as_str().to_string();
     let query = parse_query(req.uri().query());
-    let watching = query.get("watch").and_then(|v| parse_bool(v)).unwrap_or(false);
+    let watching = query
+        .get("watch")
+        .and_then(|v| parse_bool(v))
+        .unwrap_or(false);
     let rr = match route::parse(&method, req.uri().path(), watching) {
         Route::NonResource(path) => return discovery::serve(shared, &method, &path),
         Route::Resource(rr) => rr,
@@ -207,7 +215,10 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
             }
             let object = parse_json(&read_body(req).await?)?;
             let mut store = shared.store.lock().expect("store lock");
-            Ok(json_response(201, &rest::create(&mut store, &ty, ns, object, Part::Main)?))
+            Ok(json_response(
+                201,
+                &rest::create(&mut store, &ty, ns, object, Part::Main)?,
+            ))
         }
         "update" => {
             if rr.name.is_none() {
@@ -215,7 +226,10 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
             }
             let object = parse_json(&read_body(req).await?)?;
             let mut store = shared.store.lock().expect("store lock");
-            Ok(json_response(200, &rest::update(&mut store, &ty, ns, name, object, part)?))
+            Ok(json_response(
+                200,
+                &rest::update(&mut store, &ty, ns, name, object, part)?,
+            ))
         }
         "patch" => {
             if rr.name.is_none() {
@@ -237,7 +251,10 @@ async fn serve(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>
                 parse_json(&body)?
             };
             let mut store = shared.store.lock().expect("store lock");
-            Ok(json_response(200, &rest::delete(&mut store, &ty, ns, name, &options)?))
+            Ok(json_response(
+                200,
+                &rest::delete(&mut store, &ty, ns, name, &options)?,
+            ))
         }
         "deletecollection" => {
             // Deletes what a list with the same selectors returns, one object (and one

@@ -47,7 +47,12 @@ fn write(path: &Path, contents: &str) -> Result<(), Error> {
 }
 
 /// Writes a kubeconfig file.
-pub fn write_kubeconfig(path: &Path, url: &str, token: Option<&str>, ca_pem: Option<&str>) -> Result<(), Error> {
+pub fn write_kubeconfig(
+    path: &Path,
+    url: &str,
+    token: Option<&str>,
+    ca_pem: Option<&str>,
+) -> Result<(), Error> {
     write(path, &render(url, token, ca_pem))
 }
 
@@ -76,10 +81,18 @@ mod tests {
         let text = render("https://127.0.0.1:1", Some("t\"k"), Some("PEM"));
         let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(v["clusters"][0]["cluster"]["server"], "https://127.0.0.1:1");
-        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], STANDARD.encode("PEM"));
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            STANDARD.encode("PEM")
+        );
         assert_eq!(v["users"][0]["user"]["token"], "t\"k");
         assert_eq!(v["current-context"], "testapi");
-        let plain: serde_json::Value = serde_saphyr::from_str(&render("http://x", None, None)).unwrap();
-        assert!(plain["clusters"][0]["cluster"].get("certificate-authority-data").is_none());
+        let plain: serde_json::Value =
+            serde_saphyr::from_str(&render("http://x", None, None)).unwrap();
+        assert!(
+            plain["clusters"][0]["cluster"]
+                .get("certificate-authority-data")
+                .is_none()
+        );
     }
 }

@@ -62,11 +62,15 @@ fn decode_continue(token: &str, namespaced: bool) -> Result<(i64, String, String
         .map_err(|_| bad("not base64"))?;
     let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad("not a token"))?;
     if t.v != TOKEN_VERSION {
-        return Err(bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(bad(
+            "incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
     let start = t.start.strip_suffix('\u{0}').unwrap_or(&t.start);
     let (ns, name) = if namespaced {
-        let (ns, name) = start.split_once('/').ok_or_else(|| bad("no namespace in key"))?;
+        let (ns, name) = start
+            .split_once('/')
+            .ok_or_else(|| bad("no namespace in key"))?;
         (ns.to_string(), name.to_string())
     } else {
         (String::new(), start.to_string())
@@ -88,16 +92,16 @@ pub fn parse_rv(rv: &str) -> Result<u64, ApiError> {
 pub fn validate_match(opts: &ListOptions) -> Result<(), ApiError> {
     match opts.resource_version_match.as_deref() {
         None => Ok(()),
-        Some("NotOlderThan" | "Exact") if opts.resource_version.is_none() => Err(
-            ApiError::unprocessable(
+        Some("NotOlderThan" | "Exact") if opts.resource_version.is_none() => {
+            Err(ApiError::unprocessable(
                 "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
-            ),
-        ),
-        Some("Exact") if opts.resource_version.as_deref() == Some("0") => Err(
-            ApiError::unprocessable(
+            ))
+        }
+        Some("Exact") if opts.resource_version.as_deref() == Some("0") => {
+            Err(ApiError::unprocessable(
                 "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
-            ),
-        ),
+            ))
+        }
         Some("NotOlderThan" | "Exact") => Ok(()),
         Some(other) => Err(ApiError::unprocessable(format!(
             "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\""
@@ -162,8 +166,7 @@ pub fn list(
     validate_match(opts)?;
     let labels = LabelSelector::parse(&opts.label_selector)
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let fields =
-        FieldSelector::parse(&opts.field_selector, ty).map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(&opts.field_selector, ty).map_err(ApiError::bad_request)?;
     let current = store.revision();
     let (rev, after) = if let Some(token) = &opts.continue_token {
         if opts.resource_version.is_some() {
@@ -194,7 +197,10 @@ pub fn list(
             (rv, Some((ns, name)))
         }
     } else {
-        let exact = match (opts.resource_version.as_deref(), opts.resource_version_match.as_deref()) {
+        let exact = match (
+            opts.resource_version.as_deref(),
+            opts.resource_version_match.as_deref(),
+        ) {
             (Some(_), Some("Exact")) => true,
             (Some(rv), None) => rv != "0" && opts.limit > 0,
             _ => false,
@@ -271,9 +277,15 @@ mod tests {
             name: "p".into(),
         };
         let t = encode_continue(42, &key, true);
-        assert_eq!(decode_continue(&t, true).unwrap(), (42, "ns".into(), "p".into()));
+        assert_eq!(
+            decode_continue(&t, true).unwrap(),
+            (42, "ns".into(), "p".into())
+        );
         let t = encode_continue(7, &key, false);
-        assert_eq!(decode_continue(&t, false).unwrap(), (7, "".into(), "p".into()));
+        assert_eq!(
+            decode_continue(&t, false).unwrap(),
+            (7, "".into(), "p".into())
+        );
         assert_eq!(decode_continue("!!", false).unwrap_err().code, 400);
     }
 }

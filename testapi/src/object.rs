@@ -64,7 +64,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 pub fn validate_name(ty: &ResourceType, name: &str) -> Result<(), ApiError> {
     let message = if ty.name_is_label() {
         if name.len() > 63 {
-            Some(format!("Invalid value: {name:?}: must be no more than 63 characters"))
+            Some(format!(
+                "Invalid value: {name:?}: must be no more than 63 characters"
+            ))
         } else if !is_dns1123_label(name) {
             Some(format!(
                 "Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
@@ -73,7 +75,9 @@ pub fn validate_name(ty: &ResourceType, name: &str) -> Result<(), ApiError> {
             None
         }
     } else if name.len() > 253 {
-        Some(format!("Invalid value: {name:?}: must be no more than 253 characters"))
+        Some(format!(
+            "Invalid value: {name:?}: must be no more than 253 characters"
+        ))
     } else if !is_dns1123_subdomain(name) {
         Some(format!(
             "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
@@ -220,19 +224,17 @@ pub fn check_namespace(
 ) -> Result<(), ApiError> {
     let meta = metadata_mut(object);
     match namespace {
-        Some(ns) if ty.namespaced => {
-            match meta.get("namespace").and_then(Value::as_str) {
-                None | Some("") => {
-                    meta.insert("namespace".into(), ns.into());
-                }
-                Some(n) if n == ns => {}
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
+        Some(ns) if ty.namespaced => match meta.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {
+                meta.insert("namespace".into(), ns.into());
             }
-        }
+            Some(n) if n == ns => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        },
         _ => {
             meta.remove("namespace");
         }
@@ -348,10 +350,7 @@ pub fn prepare_update(
         Some(t) => meta.insert("creationTimestamp".into(), t.clone()),
         None => meta.remove("creationTimestamp"),
     };
-    meta.insert(
-        "generation".into(),
-        (generation + i64::from(bump)).into(),
-    );
+    meta.insert("generation".into(), (generation + i64::from(bump)).into());
     Ok(new)
 }
 
@@ -380,7 +379,17 @@ mod tests {
         for ok in ["a", "a-b", "a.b", "0", "a1.b2-c", &"a".repeat(253)] {
             assert!(is_dns1123_subdomain(ok), "{ok}");
         }
-        for bad in ["", "A", "a_b", "-a", "a-", "a..b", "a.-b", ".a", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "A",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            "a.-b",
+            ".a",
+            &"a".repeat(254),
+        ] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }
         assert!(is_dns1123_label("kube-system"));

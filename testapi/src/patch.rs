@@ -49,9 +49,7 @@ pub fn apply(kind: PatchType, target: &Value, body: &[u8]) -> Result<Value, ApiE
     match kind {
         PatchType::Merge | PatchType::StrategicMerge => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request(
-                    "a merge patch must be a JSON object",
-                ));
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
             }
             let mut out = target.clone();
             merge_patch(&mut out, &patch);
@@ -110,7 +108,11 @@ fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String
     let i: usize = token
         .parse()
         .map_err(|_| format!("invalid array index {token:?}"))?;
-    let max = if allow_end { len } else { len.saturating_sub(1) };
+    let max = if allow_end {
+        len
+    } else {
+        len.saturating_sub(1)
+    };
     if i > max || (!allow_end && len == 0) {
         return Err(format!("array index {i} out of bounds"));
     }
@@ -118,12 +120,17 @@ fn array_index(token: &str, len: usize, allow_end: bool) -> Result<usize, String
 }
 
 /// The parent container of the location `tokens` names, and the last token.
-fn parent_mut<'a>(doc: &'a mut Value, tokens: &'a [String]) -> Result<(&'a mut Value, &'a str), String> {
+fn parent_mut<'a>(
+    doc: &'a mut Value,
+    tokens: &'a [String],
+) -> Result<(&'a mut Value, &'a str), String> {
     let (last, parents) = tokens.split_last().ok_or("the root has no parent")?;
     let mut cur = doc;
     for t in parents {
         cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or_else(|| format!("missing path element {t:?}"))?,
+            Value::Object(m) => m
+                .get_mut(t)
+                .ok_or_else(|| format!("missing path element {t:?}"))?,
             Value::Array(a) => {
                 let i = array_index(t, a.len(), false)?;
                 &mut a[i]
@@ -138,7 +145,9 @@ fn get<'a>(doc: &'a Value, tokens: &[String]) -> Result<&'a Value, String> {
     let mut cur = doc;
     for t in tokens {
         cur = match cur {
-            Value::Object(m) => m.get(t).ok_or_else(|| format!("missing path element {t:?}"))?,
+            Value::Object(m) => m
+                .get(t)
+                .ok_or_else(|| format!("missing path element {t:?}"))?,
             Value::Array(a) => &a[array_index(t, a.len(), false)?],
             _ => return Err(format!("path element {t:?} is inside a scalar")),
         };
@@ -249,18 +258,30 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a":"b"}), json!(["c"]), json!(["c"])),
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (target, patch, want) in cases {
             let mut t = target.clone();
@@ -274,19 +295,31 @@ mod tests {
     fn rfc6902_examples() {
         let ok = |doc: Value, ops: Value| json_patch(&doc, ops.as_array().unwrap()).unwrap();
         assert_eq!(
-            ok(json!({"foo":"bar"}), json!([{"op":"add","path":"/baz","value":"qux"}])),
+            ok(
+                json!({"foo":"bar"}),
+                json!([{"op":"add","path":"/baz","value":"qux"}])
+            ),
             json!({"baz":"qux","foo":"bar"})
         );
         assert_eq!(
-            ok(json!({"foo":["bar","baz"]}), json!([{"op":"add","path":"/foo/1","value":"qux"}])),
+            ok(
+                json!({"foo":["bar","baz"]}),
+                json!([{"op":"add","path":"/foo/1","value":"qux"}])
+            ),
             json!({"foo":["bar","qux","baz"]})
         );
         assert_eq!(
-            ok(json!({"baz":"qux","foo":"bar"}), json!([{"op":"remove","path":"/baz"}])),
+            ok(
+                json!({"baz":"qux","foo":"bar"}),
+                json!([{"op":"remove","path":"/baz"}])
+            ),
             json!({"foo":"bar"})
         );
         assert_eq!(
-            ok(json!({"baz":"qux","foo":"bar"}), json!([{"op":"replace","path":"/baz","value":"boo"}])),
+            ok(
+                json!({"baz":"qux","foo":"bar"}),
+                json!([{"op":"replace","path":"/baz","value":"boo"}])
+            ),
             json!({"baz":"boo","foo":"bar"})
         );
         assert_eq!(
@@ -297,31 +330,47 @@ mod tests {
             json!({"foo":{"bar":"baz"},"qux":{"corge":"grault","thud":"fred"}})
         );
         assert_eq!(
-            ok(json!({"foo":["bar"]}), json!([{"op":"add","path":"/foo/-","value":["abc","def"]}])),
+            ok(
+                json!({"foo":["bar"]}),
+                json!([{"op":"add","path":"/foo/-","value":["abc","def"]}])
+            ),
             json!({"foo":["bar",["abc","def"]]})
         );
         assert_eq!(
-            ok(json!({"/":9,"~1":10}), json!([{"op":"test","path":"/~01","value":10}])),
+            ok(
+                json!({"/":9,"~1":10}),
+                json!([{"op":"test","path":"/~01","value":10}])
+            ),
             json!({"/":9,"~1":10})
         );
         assert_eq!(
-            ok(json!({"a":{"b":1}}), json!([{"op":"copy","from":"/a","path":"/c"}])),
+            ok(
+                json!({"a":{"b":1}}),
+                json!([{"op":"copy","from":"/a","path":"/c"}])
+            ),
             json!({"a":{"b":1},"c":{"b":1}})
         );
         let err = json_patch(
             &json!({"baz":"qux"}),
-            json!([{"op":"test","path":"/baz","value":"bar"}]).as_array().unwrap(),
+            json!([{"op":"test","path":"/baz","value":"bar"}])
+                .as_array()
+                .unwrap(),
         )
         .unwrap_err();
         assert_eq!(err.code, 422);
         let err = json_patch(
             &json!({"foo":"bar"}),
-            json!([{"op":"add","path":"/baz/bat","value":"qux"}]).as_array().unwrap(),
+            json!([{"op":"add","path":"/baz/bat","value":"qux"}])
+                .as_array()
+                .unwrap(),
         )
         .unwrap_err();
         assert_eq!(err.code, 422);
-        let err = json_patch(&json!({}), json!([{"op":"frob","path":"/a"}]).as_array().unwrap())
-            .unwrap_err();
+        let err = json_patch(
+            &json!({}),
+            json!([{"op":"frob","path":"/a"}]).as_array().unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(err.code, 400);
     }
 
@@ -332,7 +381,9 @@ mod tests {
             PatchType::Merge
         );
         assert_eq!(
-            PatchType::from_content_type("application/apply-patch+yaml").unwrap_err().code,
+            PatchType::from_content_type("application/apply-patch+yaml")
+                .unwrap_err()
+                .code,
             415
         );
     }

@@ -125,12 +125,22 @@ mod tests {
     #[test]
     fn rules_match_verb_group_resource_and_names() {
         let rules = vec![
-            PolicyRule::new(&["crd.projectcalico.org"], &["ippools"], &["get", "list", "watch"]),
+            PolicyRule::new(
+                &["crd.projectcalico.org"],
+                &["ippools"],
+                &["get", "list", "watch"],
+            ),
             PolicyRule::new(&[""], &["nodes"], &["patch"]).with_names(&["n1"]),
             PolicyRule::new(&[""], &["pods/status"], &["update"]),
         ];
-        assert!(allowed(&rules, &attrs("list", "crd.projectcalico.org", "ippools", None)));
-        assert!(!allowed(&rules, &attrs("create", "crd.projectcalico.org", "ippools", None)));
+        assert!(allowed(
+            &rules,
+            &attrs("list", "crd.projectcalico.org", "ippools", None)
+        ));
+        assert!(!allowed(
+            &rules,
+            &attrs("create", "crd.projectcalico.org", "ippools", None)
+        ));
         assert!(!allowed(&rules, &attrs("list", "", "ippools", None)));
         assert!(allowed(&rules, &attrs("patch", "", "nodes", Some("n1"))));
         assert!(!allowed(&rules, &attrs("patch", "", "nodes", Some("n2"))));

@@ -30,7 +30,12 @@ pub fn key(ty: &ResourceType, namespace: Option<&str>, name: &str) -> Key {
 }
 
 /// GET one object.
-pub fn get(store: &Store, ty: &ResourceType, namespace: Option<&str>, name: &str) -> Result<Value, ApiError> {
+pub fn get(
+    store: &Store,
+    ty: &ResourceType,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Value, ApiError> {
     store
         .get(&key(ty, namespace, name))
         .map(|o| (*o).clone())
@@ -38,10 +43,16 @@ pub fn get(store: &Store, ty: &ResourceType, namespace: Option<&str>, name: &str
 }
 
 /// Registers what a CRD object serves (after the CRD write is known to succeed).
-fn register_crd(store: &mut Store, crd_type: &ResourceType, crd_object: &Value) -> Result<(), ApiError> {
+fn register_crd(
+    store: &mut Store,
+    crd_type: &ResourceType,
+    crd_object: &Value,
+) -> Result<(), ApiError> {
     let types = crd::resource_types(crd_type, crd_object)?;
     let first = &types[0];
-    store.registry.remove_all(&first.group.clone(), &first.plural.clone());
+    store
+        .registry
+        .remove_all(&first.group.clone(), &first.plural.clone());
     for t in types {
         store.registry.insert(t);
     }
@@ -194,7 +205,9 @@ pub fn patch(
     let old = get(store, ty, namespace, name)?;
     let new = crate::patch::apply(kind, &old, body)?;
     if !new.is_object() {
-        return Err(ApiError::bad_request("the patched object is not a JSON object"));
+        return Err(ApiError::bad_request(
+            "the patched object is not a JSON object",
+        ));
     }
     replace(store, ty, namespace, name, &old, new, part)
 }
@@ -221,7 +234,9 @@ pub fn delete(
             return Err(ApiError::conflict(
                 ty,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                ),
             ));
         }
     }
@@ -239,7 +254,10 @@ pub fn delete(
     }
     store.commit(key(ty, namespace, name), None);
     if ty.is_crd() {
-        let group = old.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+        let group = old
+            .pointer("/spec/group")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let plural = old
             .pointer("/spec/names/plural")
             .and_then(Value::as_str)

@@ -181,9 +181,10 @@ impl ListOptions {
         let number = |name: &str| -> Result<Option<u64>, ApiError> {
             match q.get(name) {
                 None => Ok(None),
-                Some(v) => v.parse().map(Some).map_err(|_| {
-                    ApiError::bad_request(format!("invalid value for {name}: {v:?}"))
-                }),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ApiError::bad_request(format!("invalid value for {name}: {v:?}"))),
             }
         };
         let non_empty = |name: &str| q.get(name).filter(|v| !v.is_empty()).cloned();
@@ -218,7 +219,13 @@ mod tests {
     fn paths() {
         let r = res("GET", "/api/v1/namespaces/default/pods/p1");
         assert_eq!(
-            (r.group.as_str(), r.namespace.as_deref(), r.resource.as_str(), r.name.as_deref(), r.verb),
+            (
+                r.group.as_str(),
+                r.namespace.as_deref(),
+                r.resource.as_str(),
+                r.name.as_deref(),
+                r.verb
+            ),
             ("", Some("default"), "pods", Some("p1"), "get")
         );
         let r = res("GET", "/api/v1/pods");
@@ -230,25 +237,44 @@ mod tests {
         );
         let r = res("PUT", "/api/v1/namespaces/ns1/status");
         assert_eq!(
-            (r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()),
+            (
+                r.resource.as_str(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
             ("namespaces", Some("ns1"), Some("status"))
         );
         let r = res("PATCH", "/apis/crd.projectcalico.org/v1/ippools/pool-1");
         assert_eq!(
-            (r.group.as_str(), r.version.as_str(), r.resource.as_str(), r.verb),
+            (
+                r.group.as_str(),
+                r.version.as_str(),
+                r.resource.as_str(),
+                r.verb
+            ),
             ("crd.projectcalico.org", "v1", "ippools", "patch")
         );
         let r = res("PUT", "/api/v1/namespaces/ns/pods/p/status");
         assert_eq!(r.subresource.as_deref(), Some("status"));
         assert_eq!(res("DELETE", "/api/v1/nodes").verb, "deletecollection");
-        assert!(matches!(parse("GET", "/api/v1/nodes", true), Route::Resource(r) if r.verb == "watch"));
-        assert_eq!(parse("GET", "/apis", false), Route::NonResource("/apis".into()));
-        assert_eq!(parse("GET", "/version", false), Route::NonResource("/version".into()));
+        assert!(
+            matches!(parse("GET", "/api/v1/nodes", true), Route::Resource(r) if r.verb == "watch")
+        );
+        assert_eq!(
+            parse("GET", "/apis", false),
+            Route::NonResource("/apis".into())
+        );
+        assert_eq!(
+            parse("GET", "/version", false),
+            Route::NonResource("/version".into())
+        );
     }
 
     #[test]
     fn queries() {
-        let q = parse_query(Some("labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1&limit=5"));
+        let q = parse_query(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+%28a%29&watch=1&limit=5",
+        ));
         assert_eq!(q["labelSelector"], "app=web,tier in (a)");
         let o = ListOptions::from_query(&q).unwrap();
         assert_eq!(o.limit, 5);

@@ -40,7 +40,9 @@ fn valid_label_key(key: &str) -> bool {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     name_ok && prefix.is_none_or(crate::object::is_dns1123_subdomain)
@@ -49,7 +51,8 @@ fn valid_label_key(key: &str) -> bool {
 fn valid_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
@@ -118,15 +121,27 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k.trim(), LabelOp::Equals(v.trim().to_string()))
             } else if let Some((k, v)) = part.split_once('>') {
-                let n = v.trim().parse().map_err(|_| format!("{v:?} is not an integer"))?;
+                let n = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{v:?} is not an integer"))?;
                 (k.trim(), LabelOp::Greater(n))
             } else if let Some((k, v)) = part.split_once('<') {
-                let n = v.trim().parse().map_err(|_| format!("{v:?} is not an integer"))?;
+                let n = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{v:?} is not an integer"))?;
                 (k.trim(), LabelOp::Less(n))
             } else if let Some(idx) = part.find(" notin") {
-                (part[..idx].trim(), LabelOp::NotIn(parse_set(&part[idx + 6..])?))
+                (
+                    part[..idx].trim(),
+                    LabelOp::NotIn(parse_set(&part[idx + 6..])?),
+                )
             } else if let Some(idx) = part.find(" in") {
-                (part[..idx].trim(), LabelOp::In(parse_set(&part[idx + 3..])?))
+                (
+                    part[..idx].trim(),
+                    LabelOp::In(parse_set(&part[idx + 3..])?),
+                )
             } else {
                 (part, LabelOp::Exists)
             };
@@ -161,8 +176,12 @@ impl LabelSelector {
                 LabelOp::NotEquals(want) => v != Some(want.as_str()),
                 LabelOp::In(set) => v.is_some_and(|v| set.iter().any(|s| s == v)),
                 LabelOp::NotIn(set) => v.is_none_or(|v| !set.iter().any(|s| s == v)),
-                LabelOp::Greater(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-                LabelOp::Less(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+                LabelOp::Greater(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v > *n),
+                LabelOp::Less(n) => v
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .is_some_and(|v| v < *n),
             }
         })
     }
@@ -218,13 +237,13 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, v, true)
             } else {
-                return Err(format!("invalid selector: '{s}'; can't understand '{part}'"));
+                return Err(format!(
+                    "invalid selector: '{s}'; can't understand '{part}'"
+                ));
             };
             let field = field.trim();
             if !supported_field(ty, field) {
-                return Err(format!(
-                    "field label not supported: {field}"
-                ));
+                return Err(format!("field label not supported: {field}"));
             }
             requirements.push((field.to_string(), value.trim().to_string(), equal));
         }
@@ -297,14 +316,23 @@ mod tests {
 
     #[test]
     fn label_selector_rejects_garbage() {
-        for bad in ["app=web,", "a b=c", "app in web", "app in (web", "=x", "app=-x"] {
+        for bad in [
+            "app=web,",
+            "a b=c",
+            "app in web",
+            "app in (web",
+            "=x",
+            "app=-x",
+        ] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad} parsed");
         }
     }
 
     #[test]
     fn field_selector_on_pods() {
-        let pods = crate::resources::Registry::default().get("", "v1", "pods").unwrap();
+        let pods = crate::resources::Registry::default()
+            .get("", "v1", "pods")
+            .unwrap();
         let o = obj(json!({}));
         let m = |s: &str| FieldSelector::parse(s, &pods).unwrap().matches(&o);
         assert!(m("metadata.name=p"));
@@ -314,7 +342,9 @@ mod tests {
         assert!(m("status.phase="));
         assert!(FieldSelector::parse("spec.bogus=1", &pods).is_err());
         assert_eq!(
-            FieldSelector::parse("metadata.name=p", &pods).unwrap().exact_name(),
+            FieldSelector::parse("metadata.name=p", &pods)
+                .unwrap()
+                .exact_name(),
             Some("p")
         );
     }

@@ -175,7 +175,11 @@ impl Server {
 
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.shared.addr)
     }
 
@@ -211,7 +215,10 @@ impl Server {
     pub fn incluster_env(&self) -> [(&'static str, String); 2] {
         [
             ("KUBERNETES_SERVICE_HOST", self.shared.addr.ip().to_string()),
-            ("KUBERNETES_SERVICE_PORT", self.shared.addr.port().to_string()),
+            (
+                "KUBERNETES_SERVICE_PORT",
+                self.shared.addr.port().to_string(),
+            ),
         ]
     }
 
@@ -285,7 +292,10 @@ impl Server {
         }
     }
 
-    fn object_path(&self, path: &str) -> Result<(Arc<crate::resources::ResourceType>, Option<String>, String), Error> {
+    fn object_path(
+        &self,
+        path: &str,
+    ) -> Result<(Arc<crate::resources::ResourceType>, Option<String>, String), Error> {
         let not_an_object = || Error::Path(path.to_string());
         let Route::Resource(r) = route::parse("PUT", path, false) else {
             return Err(not_an_object());

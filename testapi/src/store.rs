@@ -340,14 +340,17 @@ mod tests {
         s.commit(key("b"), None); // 5
         s.commit(key("c"), Some(json!({"v": 1}))); // 6
         s.compact(5);
-        assert_eq!(s.check_available(4), Err(Compacted { requested: 4, compacted: 5 }));
+        assert_eq!(
+            s.check_available(4),
+            Err(Compacted {
+                requested: 4,
+                compacted: 5
+            })
+        );
         assert!(s.check_available(5).is_ok());
         assert_eq!(names_at(&s, 5), ["a"]);
         assert_eq!(names_at(&s, 6), ["a", "c"]);
-        assert_eq!(
-            s.range_at("/pods", None, 5, None).next().unwrap().1["v"],
-            2
-        );
+        assert_eq!(s.range_at("/pods", None, 5, None).next().unwrap().1["v"], 2);
         assert_eq!(s.events_after(5).map(|e| e.rev).collect::<Vec<_>>(), [6]);
         // The tombstoned key is gone for good.
         assert!(!s.objects.contains_key(&key("b")));

@@ -57,7 +57,10 @@ impl Filter {
     /// The event this watcher sees for a committed write, if any.
     fn translate(&self, ev: &Event) -> Option<Out> {
         if ev.key.resource != self.resource
-            || self.namespace.as_ref().is_some_and(|ns| *ns != ev.key.namespace)
+            || self
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| *ns != ev.key.namespace)
         {
             return None;
         }
@@ -251,8 +254,7 @@ pub fn start(
     let fields = FieldSelector::parse(&opts.field_selector, ty).map_err(ApiError::bad_request)?;
     crate::list::validate_match(opts)?;
     if opts.send_initial_events == Some(true)
-        && (!opts.allow_bookmarks
-            || opts.resource_version_match.as_deref() != Some("NotOlderThan"))
+        && (!opts.allow_bookmarks || opts.resource_version_match.as_deref() != Some("NotOlderThan"))
     {
         return Err(ApiError::unprocessable(
             "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",

@@ -20,8 +20,12 @@
 //!   that filled them in as well would change objects behind tabby's back.
 //! - Formats Kubernetes does not know (`uint32`, …) are dropped; the bounds stay.
 //!
+//! An optional enum (`ipipMode`) lists `null` among its values: the API server checks `enum`
+//! even for a nullable field, and Kubernetes accepts a literal null there since 1.23.
+//!
 //! `status` is kept as written (`x-kubernetes-preserve-unknown-fields`): every object tabby
 //! stores carries its status through untouched ([`api::Object::status`]), so none may be pruned.
+//! There is no status subresource; the status is written with the object.
 //!
 //! One field is stored in a different form than the api type has it: BlockAffinity's `deleted` is
 //! a string (`"true"` / `"false"`) in Calico's CRD ("for compatibility with older releases that

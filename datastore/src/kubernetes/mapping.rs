@@ -87,6 +87,14 @@ pub fn to_custom_object(resource: &Resource) -> Result<Value, Error> {
         reason: format!("encoding as JSON: {e}"),
     })?;
     v["apiVersion"] = Value::String(format!("{CRD_GROUP}/{CRD_VERSION}"));
+    // Calico's BlockAffinity CRD keeps `deleted` as the string "true" / "false"
+    // (libcalico-go ipam_affinity_v1.go parses it with ParseBool).
+    if resource.kind() == Kind::BlockAffinity
+        && let Some(deleted) = v.pointer_mut("/spec/deleted")
+        && let Some(b) = deleted.as_bool()
+    {
+        *deleted = Value::String(b.to_string());
+    }
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         // Cluster-scoped: a namespace would be rejected.
         meta.remove("namespace");
@@ -103,7 +111,14 @@ pub fn from_custom_object(kind: Kind, object: &Value) -> Result<Resource, Error>
     v.insert("kind".into(), Value::String(kind.as_str().into()));
     v.insert("metadata".into(), Value::Object(kept_metadata(object)));
     if let Some(spec) = object.get("spec") {
-        v.insert("spec".into(), spec.clone());
+        let mut spec = spec.clone();
+        if kind == Kind::BlockAffinity
+            && let Some(deleted) = spec.get_mut("deleted")
+            && let Some(s) = deleted.as_str()
+        {
+            *deleted = Value::Bool(s.eq_ignore_ascii_case("true"));
+        }
+        v.insert("spec".into(), spec);
     }
     if let Some(status) = object.get("status").filter(|s| !s.is_null()) {
         v.insert("status".into(), status.clone());
@@ -148,7 +163,7 @@ mod tests {
         let mut pool = IPPool::new(
             "p1",
             IPPoolSpec {
-                cidr: "198.18.0.0/16".into(),
+                cidr: Some("198.18.0.0/16".parse().unwrap()),
                 ..Default::default()
             },
         );
@@ -161,6 +176,21 @@ mod tests {
         o["metadata"]["managedFields"] = serde_json::json!([{"manager": "x"}]);
         let back = from_custom_object(Kind::IPPool, &o).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn block_affinity_deleted_is_a_string_as_in_calico() {
+        let aff = api::BlockAffinity::new(
+            "n1-198-18-0-0-26",
+            api::BlockAffinitySpec {
+                deleted: true,
+                ..Default::default()
+            },
+        );
+        let r: Resource = aff.into();
+        let o = to_custom_object(&r).unwrap();
+        assert_eq!(o["spec"]["deleted"], "true");
+        assert_eq!(from_custom_object(Kind::BlockAffinity, &o).unwrap(), r);
     }
 
     #[test]

@@ -162,6 +162,9 @@ impl KubeDatastore {
         to_value(obj)
     }
 
+    /// Deletes an object if it is still at `expected` (when given) and returns its last state.
+    /// Some resources answer a delete with a Status rather than the object, so the last state is
+    /// read first and the delete is made conditional on it.
     async fn delete_object(
         &self,
         key: &Key,
@@ -169,27 +172,38 @@ impl KubeDatastore {
         expected: Option<Revision>,
     ) -> Result<Value, Error> {
         let api = self.api(key.kind, key.namespace.as_deref()).await?;
-        let params = DeleteParams {
-            preconditions: expected.map(|r| Preconditions {
-                resource_version: Some(r.to_string()),
-                uid: None,
-            }),
-            ..DeleteParams::default()
-        };
         let what = format!("deleting {key}");
-        match api.delete(name, &params).await {
-            Ok(either) => match either.left() {
-                Some(obj) => to_value(obj),
-                None => Err(Error::Api {
-                    what,
-                    code: 200,
-                    reason: "Status".into(),
-                    message: "the API server returned a Status instead of the deleted object"
-                        .into(),
+        for _ in 0..RETRIES {
+            let last = self.get_object(key, name).await?;
+            let current = object_revision(key, &last)?;
+            if let Some(exp) = expected
+                && exp != current
+            {
+                return Err(Error::Conflict {
+                    key: key.clone(),
+                    expected: exp,
+                    current,
+                });
+            }
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    resource_version: Some(current.to_string()),
+                    uid: None,
                 }),
-            },
-            Err(e) => Err(api_error(key, &what, e)),
+                ..DeleteParams::default()
+            };
+            match api.delete(name, &params).await {
+                Ok(either) => return either.left().map(to_value).unwrap_or(Ok(last)),
+                Err(kube::Error::Api(s)) if s.code == 409 && s.reason != "AlreadyExists" => {
+                    match expected {
+                        Some(exp) => return Err(self.conflict(key, exp).await),
+                        None => continue,
+                    }
+                }
+                Err(e) => return Err(api_error(key, &what, e)),
+            }
         }
+        Err(retries_exhausted(key))
     }
 
     // --- custom resources -------------------------------------------------------------------
@@ -548,13 +562,7 @@ impl Datastore for KubeDatastore {
     async fn delete(&self, key: &Key, expected: Option<Revision>) -> Result<Resource, Error> {
         let last = match storage(key.kind) {
             Storage::Pod => return self.delete_endpoint(key, expected).await,
-            _ => match self.delete_object(key, &key.name, expected).await {
-                Ok(o) => o,
-                Err(Error::Conflict { .. }) => {
-                    return Err(self.conflict(key, expected.unwrap_or_default()).await);
-                }
-                Err(e) => return Err(e),
-            },
+            _ => self.delete_object(key, &key.name, expected).await?,
         };
         match storage(key.kind) {
             Storage::CoreNode => node::from_core(&last),

@@ -25,7 +25,10 @@ fn parse_args() -> Result<Args, String> {
     let mut crds = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--listen" => {
                 let v = value()?;
@@ -41,7 +44,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--bookmark-interval" => {
                 let v = value()?;
-                let secs: f64 = v.parse().map_err(|e| format!("--bookmark-interval {v}: {e}"))?;
+                let secs: f64 = v
+                    .parse()
+                    .map_err(|e| format!("--bookmark-interval {v}: {e}"))?;
                 options.bookmark_interval = Duration::from_secs_f64(secs);
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -74,7 +79,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::start(args.options).await?;
     if let Some(dir) = &args.crds {
         let n = server.register_crds_from_dir(dir)?;
-        eprintln!("registered {n} CustomResourceDefinitions from {}", dir.display());
+        eprintln!(
+            "registered {n} CustomResourceDefinitions from {}",
+            dir.display()
+        );
     }
     server.write_kubeconfig(&args.kubeconfig)?;
     println!("{}", server.url());

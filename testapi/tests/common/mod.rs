@@ -17,10 +17,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "tabby-kdd-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("tabby-kdd-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         TempDir(path)
     }
@@ -59,13 +57,23 @@ impl Cluster {
             .build()
             .unwrap();
         let kubeconfig = dir.0.join("kubeconfig");
-        let server = runtime.block_on(async {
-            let server = testapi::Server::start(options).await.expect("start the API server");
-            server
-                .register_crds_from_dir(&crd_dir())
-                .expect("register tabby's CRDs from charts/tabby/crds");
-            server.write_kubeconfig(&kubeconfig).unwrap();
-            server
+        // Blocking on our runtime from a thread of its own works from inside a test's runtime too.
+        let server = std::thread::scope(|s| {
+            s.spawn(|| {
+                runtime.block_on(async {
+                    let server = testapi::Server::start(options)
+                        .await
+                        .expect("start the API server");
+                    let n = server
+                        .register_crds_from_dir(&crd_dir())
+                        .expect("register tabby's CRDs from charts/tabby/crds");
+                    assert_eq!(n, 9, "charts/tabby/crds holds the nine CRDs");
+                    server.write_kubeconfig(&kubeconfig).unwrap();
+                    server
+                })
+            })
+            .join()
+            .expect("the API server started")
         });
         let url = server.url().to_string();
         Cluster {
