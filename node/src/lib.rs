@@ -5,9 +5,11 @@
 //! - [`startup`]: the Node resource, the default IPPool, tunnel addresses, the node-name file.
 //! - [`metrics`]: health and Prometheus text, and the tiny HTTP responder that serves them.
 //! - [`agent`]: the tasks and channels (diagram at the top of the file).
+//! - [`install_cni`]: `tabby-node install-cni`, the DaemonSet's init container.
 
 pub mod agent;
 pub mod autodetect;
+pub mod install_cni;
 pub mod metrics;
 pub mod startup;
 
@@ -46,4 +48,13 @@ pub enum Error {
     Speaker(#[from] bgp::speaker::SpeakerError),
     #[error("control socket: {0}")]
     Control(#[from] bgp::control::ControlError),
+    #[error("installing the CNI plugin: {0}")]
+    InstallCni(String),
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`), the node name when none is given.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }

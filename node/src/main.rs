@@ -59,6 +59,15 @@ struct Args {
     /// Where BGP password secrets are mounted (`<dir>/<secret>/<key>`).
     #[arg(long, env = "TABBY_BGP_SECRETS_DIR")]
     bgp_secrets_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Install the CNI plugin binaries, its kubeconfig and the conflist on the host, then
+    /// exit (the DaemonSet's init container).
+    InstallCni(node::install_cni::InstallCniArgs),
 }
 
 fn hostname() -> String {
@@ -143,7 +152,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::InstallCni(a)) = args.command.take() {
+        return match node::install_cni::install(&a) {
+            Ok(done) => {
+                info!(?done, "CNI plugin installed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
