@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use api::{
     BlockAffinity, BlockAffinitySpec, IPAMHandle, IPAMHandleSpec, IPPool, IPPoolSpec, Key, Kind,
-    Node, NodeBgpSpec, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
+    NodeBgpSpec, Resource, WorkloadEndpoint, WorkloadEndpointSpec,
 };
 use common::Cluster;
 use datastore::kubernetes::{ConfigSource, KubeDatastore};
@@ -126,7 +126,10 @@ fn resources_live_where_calico_keeps_them() {
     let aff = server
         .get_object("/apis/crd.projectcalico.org/v1/blockaffinities/n1-198-18-0-0-26")
         .expect("the BlockAffinity is a custom resource");
-    assert_eq!(aff["spec"]["deleted"], "false", "Calico keeps it as a string");
+    assert_eq!(
+        aff["spec"]["deleted"], "false",
+        "Calico keeps it as a string"
+    );
 
     let node = server.get_object("/api/v1/nodes/n1").unwrap();
     let a = &node["metadata"]["annotations"];
@@ -134,7 +137,10 @@ fn resources_live_where_calico_keeps_them() {
     assert_eq!(a["projectcalico.org/ASNumber"], "64513");
     assert_eq!(a["projectcalico.org/IPv4IPIPTunnelAddr"], "198.18.0.1");
     assert_eq!(a["projectcalico.org/IPv4VXLANTunnelAddr"], "198.18.0.2");
-    assert_eq!(a["projectcalico.org/VXLANTunnelMACAddr"], "66:0a:0b:0c:0d:0e");
+    assert_eq!(
+        a["projectcalico.org/VXLANTunnelMACAddr"],
+        "66:0a:0b:0c:0d:0e"
+    );
     assert_eq!(
         node["metadata"]["labels"]["kubernetes.io/hostname"], "n1",
         "the kubelet's labels stay"
@@ -144,7 +150,9 @@ fn resources_live_where_calico_keeps_them() {
         "the kubelet's status stays"
     );
 
-    let pod = server.get_object("/api/v1/namespaces/shop/pods/web").unwrap();
+    let pod = server
+        .get_object("/api/v1/namespaces/shop/pods/web")
+        .unwrap();
     let a = &pod["metadata"]["annotations"];
     assert_eq!(a["cni.projectcalico.org/podIP"], "198.18.0.5/32");
     assert_eq!(a["cni.projectcalico.org/podIPs"], "198.18.0.5/32");
@@ -158,7 +166,11 @@ fn resources_live_where_calico_keeps_them() {
         names.sort();
         assert_eq!(names, ["n1-k8s-db-eth0", "n1-k8s-web-eth0"]);
         let Resource::WorkloadEndpoint(db) = d
-            .get(&Key::namespaced(Kind::WorkloadEndpoint, "shop", "n1-k8s-db-eth0"))
+            .get(&Key::namespaced(
+                Kind::WorkloadEndpoint,
+                "shop",
+                "n1-k8s-db-eth0",
+            ))
             .await
             .unwrap()
         else {
@@ -168,7 +180,11 @@ fn resources_live_where_calico_keeps_them() {
         assert_eq!(db.spec.container_id.as_deref(), Some("c0ffee"));
         assert_eq!(db.spec.node.as_deref(), Some("n1"));
         let Resource::WorkloadEndpoint(web) = d
-            .get(&Key::namespaced(Kind::WorkloadEndpoint, "shop", "n1-k8s-web-eth0"))
+            .get(&Key::namespaced(
+                Kind::WorkloadEndpoint,
+                "shop",
+                "n1-k8s-web-eth0",
+            ))
             .await
             .unwrap()
         else {
@@ -180,7 +196,9 @@ fn resources_live_where_calico_keeps_them() {
         d.delete(&key, None).await.unwrap();
         assert!(matches!(d.get(&key).await, Err(Error::NotFound(_))));
     });
-    let pod = server.get_object("/api/v1/namespaces/shop/pods/web").unwrap();
+    let pod = server
+        .get_object("/api/v1/namespaces/shop/pods/web")
+        .unwrap();
     let annotations = pod["metadata"]["annotations"].as_object();
     assert!(
         annotations.is_none_or(|a| !a.keys().any(|k| k.starts_with("cni.projectcalico.org/"))),
