@@ -155,7 +155,7 @@ impl Server {
             source,
         })?;
         let (ca_pem, acceptor) = if options.tls {
-            let t = tls::generate()?;
+            let t = tls::generate(addr.ip())?;
             (Some(t.ca_pem), Some(t.acceptor))
         } else {
             (None, None)

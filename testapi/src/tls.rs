@@ -28,9 +28,10 @@ fn cert_error(e: rcgen::Error) -> Error {
     Error::Tls(format!("generating certificates: {e}"))
 }
 
-/// Generates a CA and a server certificate for `localhost`, `127.0.0.1` and `::1` signed by
-/// it, and a rustls acceptor (ring provider, HTTP/1.1 over ALPN) serving it.
-pub fn generate() -> Result<Tls, Error> {
+/// Generates a CA and a server certificate for `localhost`, `127.0.0.1`, `::1` and the address
+/// the server listens on, signed by it, and a rustls acceptor (ring provider, HTTP/1.1 over
+/// ALPN) serving it.
+pub fn generate(listen: std::net::IpAddr) -> Result<Tls, Error> {
     let ca_key = KeyPair::generate().map_err(cert_error)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_error)?;
     let mut dn = DistinguishedName::new();
@@ -46,12 +47,15 @@ pub fn generate() -> Result<Tls, Error> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().map_err(cert_error)?;
-    let mut params = CertificateParams::new(vec![
+    let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
-    ])
-    .map_err(cert_error)?;
+    ];
+    if !listen.is_unspecified() && !names.contains(&listen.to_string()) {
+        names.push(listen.to_string());
+    }
+    let mut params = CertificateParams::new(names).map_err(cert_error)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "testapi");
     params.distinguished_name = dn;
