@@ -71,6 +71,10 @@ pub struct IPAMBlockSpec {
     pub deleted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence_number: Option<u64>,
+    /// Calico's per-ordinal sequence numbers (libcalico-go `IPAMBlockSpec`): kept as written so
+    /// that blocks Calico wrote read back unchanged; tabby's allocator does not use them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequence_number_for_allocation: BTreeMap<String, u64>,
 }
 
 impl Spec for IPAMBlockSpec {
@@ -85,6 +89,20 @@ pub struct AllocationAttribute {
     pub handle_id: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secondary: BTreeMap<String, String>,
+    /// Calico's: attributes of an address's other owner during a handover, and when it was
+    /// released. Kept as written, not interpreted.
+    #[serde(
+        rename = "alternateOwnerAttrs",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub alternate_owner_attrs: BTreeMap<String, String>,
+    #[serde(
+        rename = "releasedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub released_at: Option<String>,
 }
 
 /// A node's claim on a block. The claim is made in two steps (pending, then confirmed once the

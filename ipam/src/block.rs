@@ -102,6 +102,7 @@ impl Block {
                 attributes: Vec::new(),
                 deleted: false,
                 sequence_number: Some(0),
+                sequence_number_for_allocation: Default::default(),
             },
         })
     }
@@ -354,6 +355,7 @@ impl Block {
         self.spec.attributes.push(AllocationAttribute {
             handle_id: handle.map(str::to_string),
             secondary: attrs.clone(),
+            ..AllocationAttribute::default()
         });
         self.spec.attributes.len() - 1
     }

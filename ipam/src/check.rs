@@ -170,6 +170,7 @@ pub fn analyze(snapshot: &Snapshot) -> CheckReport {
             AllocationAttribute {
                 handle_id,
                 secondary,
+                ..
             },
         ) in block.allocated()
         {

@@ -493,14 +493,18 @@ fn crds_accept_ipam_objects() {
                         ("pod".to_string(), "web-0".to_string()),
                     ]
                     .into(),
+                    released_at: Some("2026-11-23T08:00:00Z".into()),
+                    ..Default::default()
                 },
                 api::AllocationAttribute {
                     handle_id: Some("ipip-tunnel-addr-node-1".into()),
                     secondary: [("node".to_string(), "node-1".to_string())].into(),
+                    ..Default::default()
                 },
             ],
             deleted: false,
             sequence_number: Some(7),
+            sequence_number_for_allocation: [("0".to_string(), 3), ("2".to_string(), 6)].into(),
         },
     );
     let affinity = api::BlockAffinity::new(

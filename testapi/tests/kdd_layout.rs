@@ -64,9 +64,37 @@ fn resources_live_where_calico_keeps_them() {
                 "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}),
         )
         .unwrap();
+    // A block Calico's IPAM wrote, with the fields only Calico uses.
+    server
+        .put_object(
+            "/apis/crd.projectcalico.org/v1/ipamblocks/198-18-1-0-26",
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPAMBlock",
+                "metadata": {"name": "198-18-1-0-26"},
+                "spec": {"cidr": "198.18.1.0/26", "affinity": "host:n1", "strictAffinity": false,
+                    "allocations": [0, null], "unallocated": [1],
+                    "attributes": [{"handle_id": "k8s-pod-network.abc",
+                        "secondary": {"namespace": "shop", "pod": "web"},
+                        "alternateOwnerAttrs": {"pod": "web-old"},
+                        "releasedAt": "2026-11-23T08:00:00Z"}],
+                    "deleted": false, "sequenceNumber": 4,
+                    "sequenceNumberForAllocation": {"0": 3}}}),
+        )
+        .unwrap();
     let ds = store(&cluster);
     let d = ds.clone();
     cluster.run(async move {
+        // Calico's IPAM objects read as they are, and write back unchanged.
+        let block = d
+            .get(&Key::new(Kind::IPAMBlock, "198-18-1-0-26"))
+            .await
+            .expect("a block Calico wrote reads");
+        let Resource::IPAMBlock(b) = &block else {
+            unreachable!()
+        };
+        assert_eq!(b.spec.sequence_number_for_allocation["0"], 3);
+        assert_eq!(b.spec.attributes[0].alternate_owner_attrs["pod"], "web-old");
+        d.update(block).await.expect("and writes back");
+
         // Custom resources in crd.projectcalico.org/v1.
         d.create(pool("p1", "198.18.0.0/16")).await.unwrap();
         d.create(
@@ -118,6 +146,14 @@ fn resources_live_where_calico_keeps_them() {
         d.create(w.into()).await.unwrap();
     });
 
+    let block = server
+        .get_object("/apis/crd.projectcalico.org/v1/ipamblocks/198-18-1-0-26")
+        .unwrap();
+    assert_eq!(block["spec"]["sequenceNumberForAllocation"]["0"], 3);
+    assert_eq!(
+        block["spec"]["attributes"][0]["releasedAt"],
+        "2026-11-23T08:00:00Z"
+    );
     let pool = server
         .get_object("/apis/crd.projectcalico.org/v1/ippools/p1")
         .expect("the IPPool is a custom resource");
