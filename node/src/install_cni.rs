@@ -362,6 +362,30 @@ pub fn kubeconfig(args: &InstallCniArgs) -> Result<String, Error> {
     Ok(render_kubeconfig(&server, &ca, token))
 }
 
+/// Rewrites the plugin's kubeconfig when the service-account token (or CA, or API server) has
+/// changed since it was written, as calico-node does for its CNI plugin: the kubelet rotates a
+/// pod's projected token, and the copy the plugin holds must follow it. Does nothing until
+/// install-cni has written the file once. Returns whether it wrote.
+pub fn refresh_kubeconfig(args: &InstallCniArgs) -> Result<bool, Error> {
+    let path = args.conf_dir.join(&args.kubeconfig_name);
+    let current = match std::fs::read_to_string(&path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(Error::Io {
+                what: format!("reading the CNI kubeconfig {}", path.display()),
+                source,
+            });
+        }
+    };
+    let fresh = kubeconfig(args)?;
+    if fresh == current {
+        return Ok(false);
+    }
+    write_atomic(&path, fresh.as_bytes(), 0o600)?;
+    Ok(true)
+}
+
 /// A kubeconfig with one cluster, one token user and one context. Scalars are written as
 /// JSON strings, which YAML reads as double-quoted scalars.
 pub fn render_kubeconfig(server: &str, ca_pem: &[u8], token: &str) -> String {

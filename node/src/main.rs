@@ -9,7 +9,7 @@ use ipam::Family;
 use node::agent::{self, NodeConfig};
 use node::autodetect::{self, Method, Setting};
 use node::startup::{self, DefaultPool};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -137,10 +137,40 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let secrets = args.bgp_secrets_dir.clone();
     let cfg = config(args)?;
     let ds = datastore::open(&datastore)?;
+    if std::env::var_os("TABBY_CNI_KUBECONFIG_REFRESH").is_some_and(|v| v == "true") {
+        tokio::spawn(refresh_cni_kubeconfig());
+    }
     agent::startup(&ds, &cfg).await?;
     let updates = agent::config_source(ds.clone(), cfg.node_name.clone(), secrets);
     agent::run(ds, cfg, updates, agent::shared_snapshot()).await?;
     Ok(())
+}
+
+/// The install-cni settings, all from the environment the chart gives both containers.
+#[derive(Parser)]
+struct CniEnv {
+    #[command(flatten)]
+    install: node::install_cni::InstallCniArgs,
+}
+
+/// Keeps the CNI plugin's kubeconfig token current (`TABBY_CNI_KUBECONFIG_REFRESH=true`).
+async fn refresh_cni_kubeconfig() {
+    let args = match CniEnv::try_parse_from(["tabby-node"]) {
+        Ok(a) => a.install,
+        Err(e) => {
+            error!("CNI kubeconfig refresh is off: {e}");
+            return;
+        }
+    };
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        match node::install_cni::refresh_kubeconfig(&args) {
+            Ok(true) => info!("CNI kubeconfig rewritten with the current service-account token"),
+            Ok(false) => {}
+            Err(e) => warn!("refreshing the CNI kubeconfig: {e}"),
+        }
+    }
 }
 
 fn main() -> ExitCode {

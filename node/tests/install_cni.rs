@@ -316,3 +316,42 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+/// tabby-node keeps the plugin's token current: the kubelet rotates the pod's projected token,
+/// and the kubeconfig written at install must follow it (calico-node does the same).
+#[test]
+fn a_rotated_token_is_written_to_the_plugins_kubeconfig() {
+    let t = Tree::new();
+    let args = node::install_cni::InstallCniArgs {
+        source_dir: t.path("src"),
+        bin_dir: t.path("bin"),
+        conf_dir: t.path("net.d"),
+        host_conf_dir: "/etc/cni/net.d".into(),
+        conf_name: "10-tabby.conflist".into(),
+        kubeconfig_name: "tabby-kubeconfig".into(),
+        network_config: None,
+        mtu: 0,
+        node_name: Some("node-a".into()),
+        service_account_dir: t.path("sa"),
+        kubernetes_service_host: Some("192.0.2.1".into()),
+        kubernetes_service_port: "6443".into(),
+        kubernetes_service_protocol: "https".into(),
+    };
+    // Before install-cni ran there is nothing to refresh, and nothing is created.
+    assert!(!node::install_cni::refresh_kubeconfig(&args).unwrap());
+    assert!(!t.path("net.d/tabby-kubeconfig").exists());
+    let (ok, err) = t.run(&[]);
+    assert!(ok, "{err}");
+    assert!(
+        !node::install_cni::refresh_kubeconfig(&args).unwrap(),
+        "same token: no write"
+    );
+    std::fs::write(t.path("sa/token"), "rotated-token\n").unwrap();
+    assert!(node::install_cni::refresh_kubeconfig(&args).unwrap());
+    let kc_path = t.path("net.d/tabby-kubeconfig");
+    let kc: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&kc_path).unwrap()).expect("YAML");
+    assert_eq!(kc["users"][0]["user"]["token"], "rotated-token");
+    assert_eq!(mode(&kc_path), 0o600);
+    assert!(!node::install_cni::refresh_kubeconfig(&args).unwrap());
+}
