@@ -3,91 +3,46 @@
 //! ClusterRole grants: addresses come from IPAM objects in the cluster and go back on DEL.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
+use testapi::TestCluster;
 
-/// The chart's ClusterRole rules (the part of the template without Helm directives).
-fn chart_rules() -> Vec<testapi::PolicyRule> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tabby/templates/clusterrole.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let rules = &text[text.find("\nrules:").expect("the ClusterRole has rules")..];
-    testapi::rbac::rules_from_manifest(&format!("kind: ClusterRole{rules}")).unwrap()
+/// The test API server, with a token that may do only what the chart's ClusterRole grants, and
+/// the pool an operator created (seeded: the chart's role may not create pools' specs).
+fn cluster() -> TestCluster {
+    let cluster = TestCluster::start(
+        "cni",
+        testapi::Options {
+            token: Some("tabby-node-token".into()),
+            rbac: Some(testapi::harness::chart_rules()),
+            ..Default::default()
+        },
+    );
+    cluster
+        .server()
+        .put_object(
+            "/apis/crd.projectcalico.org/v1/ippools/default-ipv4-ippool",
+            json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+                "metadata": {"name": "default-ipv4-ippool"},
+                "spec": {"cidr": "198.18.0.0/16", "blockSize": 26}}),
+        )
+        .unwrap();
+    cluster
 }
 
-struct Cluster {
-    dir: PathBuf,
-    server: Option<testapi::Server>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("tabby-cni-kdd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tabby/crds");
-        let kubeconfig = dir.join("kubeconfig");
-        let server = runtime.block_on(async {
-            let server = testapi::Server::start(testapi::Options {
-                token: Some("tabby-node-token".into()),
-                rbac: Some(chart_rules()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            server.register_crds_from_dir(&crds).unwrap();
-            server.write_kubeconfig(&kubeconfig).unwrap();
-            server
-        });
-        // The pool an operator created (seeded: the chart's role may not write pools' specs).
-        server
-            .put_object(
-                "/apis/crd.projectcalico.org/v1/ippools/default-ipv4-ippool",
-                json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
-                    "metadata": {"name": "default-ipv4-ippool"},
-                    "spec": {"cidr": "198.18.0.0/16", "blockSize": 26}}),
-            )
-            .unwrap();
-        Cluster {
-            dir,
-            server: Some(server),
-            runtime: Some(runtime),
-        }
-    }
-
-    fn server(&self) -> &testapi::Server {
-        self.server.as_ref().unwrap()
-    }
-
-    fn conf(&self) -> Value {
-        json!({
-            "cniVersion": "1.0.0",
-            "name": "k8s-pod-network",
-            "type": "tabby",
-            "ipam": {"type": "tabby-ipam"},
-            "nodename": "n1",
-            "datastore_type": "kubernetes",
-            "kubernetes": {"kubeconfig": self.dir.join("kubeconfig")},
-            "state_dir": self.dir.join("state"),
-        })
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn conf(cluster: &TestCluster) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "tabby",
+        "ipam": {"type": "tabby-ipam"},
+        "nodename": "n1",
+        "datastore_type": "kubernetes",
+        "kubernetes": {"kubeconfig": cluster.kubeconfig()},
+        "state_dir": cluster.dir().join("state"),
+    })
 }
 
 fn ipam(command: &str, container: &str, conf: &Value) -> (i32, Value) {
@@ -130,8 +85,8 @@ fn ipam(command: &str, container: &str, conf: &Value) -> (i32, Value) {
 
 #[test]
 fn ipam_plugin_allocates_and_releases_through_the_kubernetes_api() {
-    let cluster = Cluster::start();
-    let conf = cluster.conf();
+    let cluster = cluster();
+    let conf = conf(&cluster);
     let mut addresses = Vec::new();
     for c in ["c1", "c2", "c3"] {
         let (code, result) = ipam("ADD", c, &conf);
@@ -182,8 +137,8 @@ fn ipam_plugin_allocates_and_releases_through_the_kubernetes_api() {
 
 #[test]
 fn an_unknown_datastore_type_is_a_config_error() {
-    let cluster = Cluster::start();
-    let mut conf = cluster.conf();
+    let cluster = cluster();
+    let mut conf = conf(&cluster);
     conf["datastore_type"] = json!("etcdv3");
     let (code, result) = ipam("ADD", "bad", &conf);
     assert_ne!(code, 0);

@@ -1,53 +1,9 @@
 //! tabbyctl against a Kubernetes cluster (the test API server): through KUBECONFIG, and with
 //! the in-cluster config (service-account token and CA where a pod has them, HTTPS).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-struct Cluster {
-    dir: PathBuf,
-    server: Option<testapi::Server>,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Cluster {
-    fn start(tag: &str, options: testapi::Options) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("tabbyctl-kdd-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tabby/crds");
-        let kubeconfig = dir.join("kubeconfig");
-        let server = runtime.block_on(async {
-            let server = testapi::Server::start(options).await.unwrap();
-            server.register_crds_from_dir(&crds).unwrap();
-            server.write_kubeconfig(&kubeconfig).unwrap();
-            server
-        });
-        Cluster {
-            dir,
-            server: Some(server),
-            runtime: Some(runtime),
-        }
-    }
-
-    fn server(&self) -> &testapi::Server {
-        self.server.as_ref().unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use testapi::TestCluster as Cluster;
 
 fn ok(out: Output) -> String {
     assert!(
@@ -76,7 +32,7 @@ fn tabbyctl_manages_a_cluster_through_kubeconfig() {
         cmd.args(["--datastore", "kubernetes"])
             .args(args)
             .env_remove("TABBY_DATASTORE")
-            .env("KUBECONFIG", cluster.dir.join("kubeconfig"))
+            .env("KUBECONFIG", cluster.kubeconfig())
             .env_remove("KUBERNETES_SERVICE_HOST");
         match stdin {
             None => cmd.output().unwrap(),
@@ -160,7 +116,7 @@ fn tabbyctl_uses_the_in_cluster_config() {
         )
         .unwrap();
     // /var/run is /run: the pod's /var/run/secrets/kubernetes.io/serviceaccount.
-    let run = cluster.dir.join("run");
+    let run = cluster.dir().join("run");
     cluster
         .server()
         .write_service_account_dir(
@@ -185,7 +141,7 @@ fn tabbyctl_uses_the_in_cluster_config() {
         cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .env_remove("KUBECONFIG")
             .env_remove("TABBY_DATASTORE")
-            .env("HOME", &cluster.dir);
+            .env("HOME", cluster.dir());
         for (k, v) in cluster.server().incluster_env() {
             cmd.env(k, v);
         }

@@ -71,6 +71,7 @@
 pub mod client;
 pub mod crd;
 pub mod discovery;
+pub mod harness;
 pub mod http;
 pub mod kubeconfig;
 pub mod list;
@@ -90,6 +91,7 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use harness::TestCluster;
 pub use rbac::PolicyRule;
 pub use server::{Options, Server};
 pub use status::ApiError;

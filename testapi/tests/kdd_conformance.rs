@@ -15,12 +15,13 @@ struct Kdd {
 
 impl Kdd {
     fn new() -> Kdd {
-        let cluster = Cluster::start("conformance");
+        let cluster = common::cluster("conformance");
         // WorkloadEndpoints live on pods: the suite's endpoints need their pods to exist.
         for (ns, pod) in [("ns-a", "w1"), ("ns-b", "w1"), ("ns", "w")] {
-            cluster.create_pod(ns, pod, None);
+            common::create_pod(&cluster, ns, pod, None);
         }
-        let store = KubeDatastore::new(ConfigSource::Kubeconfig(cluster.kubeconfig.clone()));
+        let store =
+            KubeDatastore::new(ConfigSource::Kubeconfig(cluster.kubeconfig().to_path_buf()));
         Kdd { cluster, store }
     }
 }

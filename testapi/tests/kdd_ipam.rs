@@ -75,10 +75,10 @@ fn run_workers(cluster: &Cluster, mode: &str) -> Vec<String> {
     let mut children = Vec::new();
     let mut outs = Vec::new();
     for p in 0..PROCESSES {
-        let out = cluster.dir.0.join(format!("{mode}-{p}.txt"));
+        let out = cluster.dir().join(format!("{mode}-{p}.txt"));
         let job = [
             mode.to_string(),
-            cluster.kubeconfig.display().to_string(),
+            cluster.kubeconfig().display().to_string(),
             format!("node-{}", p % 2),
             format!("k8s-pod-network.p{p}"),
             PER_PROCESS.to_string(),
@@ -111,9 +111,9 @@ fn read_lines(path: &Path) -> Vec<String> {
 
 #[test]
 fn four_processes_allocate_and_release_through_the_api_server() {
-    let cluster = Cluster::start("ipam");
+    let cluster = common::cluster("ipam");
     let ds: Arc<dyn Datastore> = Arc::new(KubeDatastore::new(ConfigSource::Kubeconfig(
-        cluster.kubeconfig.clone(),
+        cluster.kubeconfig().to_path_buf(),
     )));
     let setup = ds.clone();
     cluster.run(async move {

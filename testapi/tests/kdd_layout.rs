@@ -16,7 +16,7 @@ use serde_json::json;
 
 fn store(cluster: &Cluster) -> std::sync::Arc<KubeDatastore> {
     std::sync::Arc::new(KubeDatastore::new(ConfigSource::Kubeconfig(
-        cluster.kubeconfig.clone(),
+        cluster.kubeconfig().to_path_buf(),
     )))
 }
 
@@ -33,7 +33,7 @@ fn pool(name: &str, cidr: &str) -> Resource {
 
 #[test]
 fn resources_live_where_calico_keeps_them() {
-    let cluster = Cluster::start("layout");
+    let cluster = common::cluster("layout");
     let server = cluster.server();
     // The kubelet registered the node: labels and status addresses are the kubelet's.
     server
@@ -244,7 +244,7 @@ fn resources_live_where_calico_keeps_them() {
 
 #[test]
 fn long_lists_are_read_page_by_page() {
-    let cluster = Cluster::start("pages");
+    let cluster = common::cluster("pages");
     let ds = store(&cluster);
     cluster.run(async move {
         const N: usize = 1_100;
@@ -266,7 +266,7 @@ fn long_lists_are_read_page_by_page() {
 /// (without bookmarks it would resume from the old revision and be told it is too old).
 #[test]
 fn quiet_watches_resume_from_bookmarks_after_compaction() {
-    let cluster = Cluster::start_with(
+    let cluster = Cluster::start(
         "bookmarks",
         testapi::Options {
             bookmark_interval: Duration::from_millis(200),

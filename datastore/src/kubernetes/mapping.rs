@@ -80,6 +80,17 @@ pub fn kept_metadata(object: &Value) -> serde_json::Map<String, Value> {
     out
 }
 
+/// A JSON object of strings (labels, annotations) as a map; other values are skipped.
+pub fn string_map(v: Option<&Value>) -> std::collections::BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A custom resource object for `resource`, as stored in `crd.projectcalico.org/v1`.
 pub fn to_custom_object(resource: &Resource) -> Result<Value, Error> {
     let mut v = serde_json::to_value(resource).map_err(|e| Error::Corrupt {

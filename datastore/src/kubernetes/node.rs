@@ -8,7 +8,7 @@ use api::node::{NodeAddress, NodeWireguardSpec, OrchRef};
 use api::{Node, NodeBgpSpec, NodeSpec, Resource};
 use serde_json::{Value, json};
 
-use super::mapping::kept_metadata;
+use super::mapping::{kept_metadata, string_map};
 use crate::Error;
 
 pub const IPV4_ADDRESS: &str = "projectcalico.org/IPv4Address";
@@ -37,16 +37,6 @@ pub const NODE_FIELDS: [&str; 11] = [
     IPV4_WIREGUARD_ADDR,
     IPV6_WIREGUARD_ADDR,
 ];
-
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The Calico Node for a core Node object.
 pub fn from_core(object: &Value) -> Result<Resource, Error> {

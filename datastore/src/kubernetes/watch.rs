@@ -113,6 +113,16 @@ fn oldest_in(message: &str, requested: Revision) -> Revision {
         .unwrap_or(Revision(requested.0 + 1))
 }
 
+/// Ends a watch with TooOld: the history after `requested` is gone (410), the caller re-lists.
+async fn too_old(tx: &Sender, requested: Revision, message: &str) {
+    let _ = tx
+        .send(Err(Error::TooOld {
+            requested,
+            oldest: oldest_in(message, requested),
+        }))
+        .await;
+}
+
 /// Follows one kind from `after` until the receiver goes away or the history is gone.
 async fn follow(client: kube::Client, kind: Kind, after: Revision, tx: Sender) {
     let api: Api<DynamicObject> = Api::all_with(client, &mapping::api_resource(kind));
@@ -139,13 +149,7 @@ async fn follow(client: kube::Client, kind: Kind, after: Revision, tx: Sender) {
         let stream = match started {
             Ok(s) => s,
             Err(kube::Error::Api(s)) if s.code == 410 => {
-                let _ = tx
-                    .send(Err(Error::TooOld {
-                        requested: revision,
-                        oldest: oldest_in(&s.message, revision),
-                    }))
-                    .await;
-                return;
+                return too_old(&tx, revision, &s.message).await;
             }
             Err(e) => {
                 tracing::warn!(%kind, %revision, error = %e, "watch request failed; retrying");
@@ -174,13 +178,7 @@ async fn follow(client: kube::Client, kind: Kind, after: Revision, tx: Sender) {
                     continue;
                 }
                 Some(Ok(KubeEvent::Error(s))) if s.code == 410 => {
-                    let _ = tx
-                        .send(Err(Error::TooOld {
-                            requested: revision,
-                            oldest: oldest_in(&s.message, revision),
-                        }))
-                        .await;
-                    return;
+                    return too_old(&tx, revision, &s.message).await;
                 }
                 Some(Ok(KubeEvent::Error(s))) => {
                     tracing::warn!(%kind, %revision, code = s.code, message = %s.message, "watch error; re-watching");

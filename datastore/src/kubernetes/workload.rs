@@ -7,13 +7,11 @@
 //! our pods and we read theirs, plus one of its own, [`ENDPOINT`], holding the fields that cannot
 //! be derived (the host veth's MAC, the endpoint's own annotations, a non-standard name).
 
-use std::collections::BTreeMap;
-
 use api::{Resource, WorkloadEndpoint, WorkloadEndpointSpec};
 use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
-use super::mapping::kept_metadata;
+use super::mapping::{kept_metadata, string_map};
 use crate::Error;
 
 pub const POD_IP: &str = "cni.projectcalico.org/podIP";
@@ -170,16 +168,6 @@ pub fn from_pod(pod: &Value) -> Result<Option<Resource>, Error> {
         .and_then(Value::as_str)
         .map(str::to_string);
     Ok(Some(wep.into()))
-}
-
-fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The merge patch that writes `wep` onto its pod, only if the pod is still at

@@ -348,7 +348,7 @@ impl Cluster {
         if let Some(kube) = &self.kube {
             conf.as_object_mut().unwrap().remove("datastore");
             conf["datastore_type"] = serde_json::json!("kubernetes");
-            conf["kubernetes"] = serde_json::json!({"kubeconfig": kube.kubeconfig});
+            conf["kubernetes"] = serde_json::json!({"kubeconfig": kube.kubeconfig()});
             kube.seed_pod(pod, &node.name);
         }
         if self.v6 {
@@ -524,37 +524,21 @@ impl Cluster {
 /// a service-account token limited to the chart's ClusterRole: what tabby-node and the CNI
 /// plugin would find in a cluster.
 pub struct KubeApi {
-    pub server: Option<testapi::Server>,
-    runtime: Option<tokio::runtime::Runtime>,
+    pub cluster: testapi::TestCluster,
     /// Bound over /run for tabby-node: holds secrets/kubernetes.io/serviceaccount.
     pub run_dir: PathBuf,
-    /// The CNI plugin's kubeconfig (as `tabby-node install-cni` writes one).
-    pub kubeconfig: PathBuf,
     /// KUBERNETES_SERVICE_HOST / _PORT.
     pub env: Vec<(String, String)>,
 }
 
-impl Drop for KubeApi {
-    fn drop(&mut self) {
-        drop(self.server.take());
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// The chart's ClusterRole rules (the part of the template without Helm directives).
-pub fn chart_rules() -> Vec<testapi::PolicyRule> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tabby/templates/clusterrole.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let rules = &text[text.find("\nrules:").expect("the ClusterRole has rules")..];
-    testapi::rbac::rules_from_manifest(&format!("kind: ClusterRole{rules}")).unwrap()
-}
-
 impl KubeApi {
     pub fn server(&self) -> &testapi::Server {
-        self.server.as_ref().unwrap()
+        self.cluster.server()
+    }
+
+    /// The CNI plugin's kubeconfig (as `tabby-node install-cni` writes one).
+    pub fn kubeconfig(&self) -> &Path {
+        self.cluster.kubeconfig()
     }
 
     fn seed_pod(&self, pod: &str, node: &str) {
@@ -583,41 +567,25 @@ impl Cluster {
     /// the fabric, the kubelet has registered every node, and tabby-node runs in-cluster.
     pub fn with_kubernetes(n: usize) -> Cluster {
         let mut c = Cluster::new(n);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let fabric = c.fabric.path();
-        // Bind the listener inside the fabric namespace: a thread that joins it starts the server.
-        let server = std::thread::scope(|s| {
-            s.spawn(|| {
-                let f = std::fs::File::open(&fabric).unwrap();
-                // SAFETY: setns on this thread only; the thread ends once the server is bound.
-                assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-                runtime.block_on(testapi::Server::start(testapi::Options {
-                    listen: "192.0.2.1:6443".parse().unwrap(),
-                    tls: true,
-                    token: Some(format!("tabby-node-{}", tag())),
-                    rbac: Some(chart_rules()),
-                    ..Default::default()
-                }))
-            })
-            .join()
-            .unwrap()
-            .expect("the API server on the fabric")
-        });
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/tabby/crds");
-        server.register_crds_from_dir(&crds).unwrap();
-        let run_dir = c.dir.0.join("run");
+        let cluster = testapi::TestCluster::start_in_netns(
+            "node-e2e",
+            testapi::Options {
+                listen: "192.0.2.1:6443".parse().unwrap(),
+                tls: true,
+                token: Some(format!("tabby-node-{}", tag())),
+                rbac: Some(testapi::harness::chart_rules()),
+                ..Default::default()
+            },
+            &c.fabric.path(),
+        );
+        let server = cluster.server();
+        let run_dir = cluster.dir().join("run");
         server
             .write_service_account_dir(
                 &run_dir.join("secrets/kubernetes.io/serviceaccount"),
                 "kube-system",
             )
             .unwrap();
-        let kubeconfig = c.dir.0.join("tabby-kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
         for node in &c.nodes {
             server
                 .put_object(
@@ -636,10 +604,8 @@ impl Cluster {
             .collect();
         c.datastore = "kubernetes:".to_string();
         c.kube = Some(KubeApi {
-            server: Some(server),
-            runtime: Some(runtime),
+            cluster,
             run_dir,
-            kubeconfig,
             env,
         });
         c
