@@ -289,7 +289,7 @@ fn quiet_watches_resume_from_bookmarks_after_compaction() {
         }
     });
     // Let bookmarks carry the watch past the handle writes.
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(1_500));
     cluster.server().compact(cluster.server().revision());
     // The server ends the stream (max 1 s); the watch renews itself from its bookmark.
     std::thread::sleep(Duration::from_millis(2_500));

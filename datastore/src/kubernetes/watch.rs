@@ -5,13 +5,14 @@
 //!             (re-watch from the last event/bookmark when the server ends a stream;  │
 //!              a 410 Gone ends the watch with TooOld)                                │
 //!  one kind:  ───────────────────────────────────────────────────────────────────────┴──▶ Watch
-//!  all kinds: follow × 11 ──▶ merge (holds events WINDOW, releases in revision order) ──▶ Watch
+//!  all kinds: follow × 11 ──▶ merge (revision order; gaps wait up to WINDOW) ──────────▶ Watch
 //! ```
 //!
 //! Kubernetes has no watch across resource types, so `watch(None, …)` runs one per kind and
-//! merges them. Each stream is in order on its own; the merge holds every event for [`WINDOW`]
-//! and releases the lowest revision first, which puts events from different kinds back in
-//! revision order unless one stream lags by more than the window.
+//! merges them. Each stream is in order on its own; the merge releases an event at once when
+//! its revision directly follows the last released one, and otherwise holds it up to
+//! [`WINDOW`], lowest revision first, which puts events from different kinds back in revision
+//! order unless one stream lags by more than the window.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,7 +30,7 @@ use super::{node, workload};
 use crate::{Error, Revision, Watch, WatchEvent};
 
 /// How long the merge of several kinds holds an event before releasing it in revision order.
-pub const WINDOW: Duration = Duration::from_millis(30);
+pub const WINDOW: Duration = Duration::from_millis(100);
 /// The server-side timeout asked for each watch request; the watch is renewed after it.
 const WATCH_TIMEOUT_SECS: u32 = 290;
 /// Pause before re-watching after a transport error.
@@ -48,59 +49,79 @@ pub fn start(client: kube::Client, kind: Option<Kind>, after: Revision) -> Watch
             for kind in Kind::ALL {
                 tokio::spawn(follow(client.clone(), kind, after, inner_tx.clone()));
             }
-            tokio::spawn(merge(inner_rx, tx));
+            tokio::spawn(merge(inner_rx, tx, after));
         }
     }
     Watch::from_channel(rx)
 }
 
-/// Releases events in revision order after holding each for [`WINDOW`].
-async fn merge(mut rx: mpsc::Receiver<Result<WatchEvent, Error>>, tx: Sender) {
-    // (revision, arrival sequence) → event; the sequence keeps equal revisions in arrival order.
-    let mut held: BinaryHeap<Reverse<(Revision, u64)>> = BinaryHeap::new();
-    let mut events: HashMap<u64, (Instant, WatchEvent)> = HashMap::new();
-    let mut seq = 0u64;
+/// Releases events in revision order: at once when an event's revision follows the last one
+/// released (nothing can be missing before it), otherwise after holding it for [`WINDOW`] in
+/// case an event of another kind with a lower revision is still on its way.
+async fn merge(mut rx: mpsc::Receiver<Result<WatchEvent, Error>>, tx: Sender, after: Revision) {
+    let mut held = Held::default();
+    let mut released = after;
     loop {
-        let deadline = held
-            .peek()
-            .and_then(|Reverse((_, s))| events.get(s))
-            .map(|(arrived, _)| *arrived + WINDOW);
+        let deadline = held.oldest_arrival().map(|t| t + WINDOW);
         tokio::select! {
             _ = tx.closed() => return,
             item = rx.recv() => match item {
-                Some(Ok(event)) => {
-                    seq += 1;
-                    held.push(Reverse((event.revision(), seq)));
-                    events.insert(seq, (Instant::now(), event));
-                }
+                Some(Ok(event)) => held.push(event),
                 Some(Err(e)) => {
                     // Deliver what came before the error, then the error: the watch ends.
-                    while let Some(Reverse((_, s))) = held.pop() {
-                        if let Some((_, event)) = events.remove(&s)
-                            && tx.send(Ok(event)).await.is_err() {
-                                return;
-                            }
+                    while let Some(event) = held.pop() {
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
                     }
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
                 None => return,
             },
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let now = Instant::now();
-                while let Some(Reverse((_, s))) = held.peek().copied() {
-                    let ready = events.get(&s).is_some_and(|(arrived, _)| *arrived + WINDOW <= now);
-                    if !ready {
-                        break;
-                    }
-                    held.pop();
-                    if let Some((_, event)) = events.remove(&s)
-                        && tx.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+        }
+        let now = Instant::now();
+        while let Some((revision, arrived)) = held.peek() {
+            if revision.0 > released.0 + 1 && arrived + WINDOW > now {
+                break;
+            }
+            let event = held.pop().expect("peeked");
+            released = released.max(revision);
+            if tx.send(Ok(event)).await.is_err() {
+                return;
             }
         }
+    }
+}
+
+/// Events waiting in the merge, lowest revision first (equal revisions in arrival order).
+#[derive(Default)]
+struct Held {
+    order: BinaryHeap<Reverse<(Revision, u64)>>,
+    events: HashMap<u64, (Instant, WatchEvent)>,
+    seq: u64,
+}
+
+impl Held {
+    fn push(&mut self, event: WatchEvent) {
+        self.seq += 1;
+        self.order.push(Reverse((event.revision(), self.seq)));
+        self.events.insert(self.seq, (Instant::now(), event));
+    }
+
+    fn peek(&self) -> Option<(Revision, Instant)> {
+        let Reverse((revision, s)) = self.order.peek()?;
+        Some((*revision, self.events[s].0))
+    }
+
+    fn pop(&mut self) -> Option<WatchEvent> {
+        let Reverse((_, s)) = self.order.pop()?;
+        self.events.remove(&s).map(|(_, e)| e)
+    }
+
+    fn oldest_arrival(&self) -> Option<Instant> {
+        self.events.values().map(|(t, _)| *t).min()
     }
 }
 
@@ -400,6 +421,46 @@ mod tests {
             }
             other => panic!("expected Deleted, got {other:?}"),
         }
+    }
+
+    fn added(revision: u64) -> WatchEvent {
+        WatchEvent::Added {
+            revision: Revision(revision),
+            resource: api::IPPool::new(format!("p{revision}"), Default::default()).into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn merge_restores_revision_order_and_waits_only_for_gaps() {
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        tokio::spawn(merge(in_rx, out_tx, Revision(2)));
+        // 4 comes before 3 (another kind's stream was slower): 4 waits, 3 frees both.
+        in_tx.send(Ok(added(4))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(out_rx.try_recv().is_err(), "4 waits for 3");
+        in_tx.send(Ok(added(3))).await.unwrap();
+        let got = [
+            out_rx.recv().await.unwrap().unwrap().revision(),
+            out_rx.recv().await.unwrap().unwrap().revision(),
+        ];
+        assert_eq!(got, [Revision(3), Revision(4)]);
+        // A gap that never fills (another object took revision 5): 6 goes after the window.
+        let start = Instant::now();
+        in_tx.send(Ok(added(6))).await.unwrap();
+        assert_eq!(
+            out_rx.recv().await.unwrap().unwrap().revision(),
+            Revision(6)
+        );
+        assert!(start.elapsed() >= WINDOW);
+        // The next one in sequence goes at once.
+        let start = Instant::now();
+        in_tx.send(Ok(added(7))).await.unwrap();
+        assert_eq!(
+            out_rx.recv().await.unwrap().unwrap().revision(),
+            Revision(7)
+        );
+        assert!(start.elapsed() < WINDOW);
     }
 
     #[test]
