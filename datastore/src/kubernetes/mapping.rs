@@ -138,10 +138,91 @@ pub fn from_custom_object(kind: Kind, object: &Value) -> Result<Resource, Error>
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    Resource::from_json_value(Value::Object(v)).map_err(|e| Error::Corrupt {
+    decode_leaving_out_unknown_fields(kind, name, Value::Object(v))
+}
+
+/// How many unknown fields one object may have before it is refused as corrupt.
+const MAX_UNKNOWN_FIELDS: usize = 64;
+
+/// Decodes an object, leaving out the spec and status fields tabby does not know. A cluster that
+/// ran Calico holds objects with the fields of newer Calico versions (FelixConfiguration grows
+/// with every release), and tabby must still read the rest of them; each field left out is
+/// logged once per process.
+fn decode_leaving_out_unknown_fields(
+    kind: Kind,
+    name: &str,
+    mut value: Value,
+) -> Result<Resource, Error> {
+    let corrupt = |reason: String| Error::Corrupt {
         what: format!("{kind} {name} in the cluster"),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    for _ in 0..=MAX_UNKNOWN_FIELDS {
+        let e = match Resource::from_json_value(value.clone()) {
+            Ok(r) => return Ok(r),
+            Err(e) => e.to_string(),
+        };
+        let Some(path) = unknown_field_path(&e) else {
+            return Err(corrupt(e));
+        };
+        if !(path.starts_with("/spec/") || path.starts_with("/status/"))
+            || !remove_pointer(&mut value, &path)
+        {
+            return Err(corrupt(e));
+        }
+        warn_once(kind, &path);
+    }
+    Err(corrupt(format!(
+        "more than {MAX_UNKNOWN_FIELDS} fields tabby does not know"
+    )))
+}
+
+/// The JSON pointer of the field an "unknown field" error names: `spec.a[0].b: unknown field
+/// \`b\`, …` → `/spec/a/0/b`.
+fn unknown_field_path(message: &str) -> Option<String> {
+    let (path, rest) = message.split_once(": ")?;
+    if !rest.starts_with("unknown field `") {
+        return None;
+    }
+    let mut pointer = String::new();
+    for part in path.split('.') {
+        let (field, indices) = part.split_once('[').unwrap_or((part, ""));
+        pointer.push('/');
+        pointer.push_str(field);
+        for index in indices.split('[') {
+            let index = index.trim_end_matches(']');
+            if !index.is_empty() {
+                pointer.push('/');
+                pointer.push_str(index);
+            }
+        }
+    }
+    Some(pointer)
+}
+
+fn remove_pointer(value: &mut Value, pointer: &str) -> bool {
+    let Some((parent, field)) = pointer.rsplit_once('/') else {
+        return false;
+    };
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) => map.remove(field).is_some(),
+        _ => false,
+    }
+}
+
+fn warn_once(kind: Kind, path: &str) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let key = format!("{kind}{path}");
+    let first = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .map(|mut seen| seen.insert(key))
+        .unwrap_or(false);
+    if first {
+        tracing::warn!(%kind, field = path, "field tabby does not know, left out when reading");
+    }
 }
 
 /// The object's `metadata.resourceVersion` as a revision.
@@ -202,6 +283,38 @@ mod tests {
         let o = to_custom_object(&r).unwrap();
         assert_eq!(o["spec"]["deleted"], "true");
         assert_eq!(from_custom_object(Kind::BlockAffinity, &o).unwrap(), r);
+    }
+
+    #[test]
+    fn fields_of_newer_calico_versions_are_left_out() {
+        let o = serde_json::json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "FelixConfiguration",
+            "metadata": {"name": "default", "resourceVersion": "3"},
+            "spec": {"logSeverityScreen": "Info", "bpfFutureKnob": true,
+                "vxlanVNI": 4096, "aNewList": [{"x": 1}]}
+        });
+        let Resource::FelixConfiguration(f) = from_custom_object(Kind::FelixConfiguration, &o)
+            .expect("read despite the unknown fields")
+        else {
+            panic!("not a FelixConfiguration")
+        };
+        assert_eq!(f.spec.vxlan_vni, Some(4096));
+        assert_eq!(f.spec.log_severity_screen.as_deref(), Some("Info"));
+        // Only spec and status fields are left out; anything else still fails.
+        assert!(
+            decode_leaving_out_unknown_fields(
+                Kind::IPPool,
+                "p",
+                serde_json::json!({
+            "apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+            "metadata": {"name": "p", "bogus": 1}, "spec": {"cidr": "198.18.0.0/16"}})
+            )
+            .is_err()
+        );
+        assert_eq!(
+            unknown_field_path("spec.attributes[0].foo: unknown field `foo`, expected one of"),
+            Some("/spec/attributes/0/foo".to_string())
+        );
     }
 
     #[test]
