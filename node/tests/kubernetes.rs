@@ -92,6 +92,13 @@ fn two_nodes_in_cluster_on_the_kubernetes_datastore() {
             a["projectcalico.org/VXLANTunnelMACAddr"].is_string(),
             "{node}"
         );
+        for i in 0..2 {
+            eprintln!(
+                "{}: VmRSS {} kB on the Kubernetes datastore",
+                c.nodes[i].name,
+                vm_rss_kb(c.pid(i)).unwrap_or(0)
+            );
+        }
     });
     c.phase(|c| {
         c.stop(0);
