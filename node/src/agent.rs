@@ -74,6 +74,8 @@ pub struct NodeConfig {
     pub control_socket: PathBuf,
     /// felix writes the pod MTU here for the CNI plugin (`<state_dir>/mtu`).
     pub mtu_file: Option<PathBuf>,
+    /// Free pod addresses whose pod is gone: (grace period, interval); `None`: off.
+    pub ipam_gc: Option<(Duration, Duration)>,
 }
 
 /// Does the one-time startup work: node-name file, default pool, Node resource, tunnel
@@ -357,6 +359,14 @@ pub async fn run(
     });
     tokio::spawn(tunnel_task(ds.clone(), cfg.node_name.clone()));
     tokio::spawn(ipam_task(ds.clone(), cfg.node_name.clone(), shared.clone()));
+    if let Some((grace, interval)) = cfg.ipam_gc {
+        tokio::spawn(crate::ipam_gc::run(
+            ds.clone(),
+            cfg.node_name.clone(),
+            grace,
+            interval,
+        ));
+    }
 
     let mut status = handle.status.clone();
     let mut run = Running {

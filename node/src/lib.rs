@@ -6,10 +6,12 @@
 //! - [`metrics`]: health and Prometheus text, and the tiny HTTP responder that serves them.
 //! - [`agent`]: the tasks and channels (diagram at the top of the file).
 //! - [`install_cni`]: `tabby-node install-cni`, the DaemonSet's init container.
+//! - [`ipam_gc`]: frees the addresses of this node's pods that are gone without a CNI DEL.
 
 pub mod agent;
 pub mod autodetect;
 pub mod install_cni;
+pub mod ipam_gc;
 pub mod metrics;
 pub mod startup;
 

@@ -59,6 +59,13 @@ struct Args {
     /// Where BGP password secrets are mounted (`<dir>/<secret>/<key>`).
     #[arg(long, env = "TABBY_BGP_SECRETS_DIR")]
     bgp_secrets_dir: Option<PathBuf>,
+    /// Seconds a pod address on this node may stay without its pod before it is freed (Calico
+    /// kube-controllers' leak grace period: 15 min); 0 turns the collector off.
+    #[arg(long, env = "TABBY_IPAM_GC_GRACE_SECONDS", default_value_t = 900)]
+    ipam_gc_grace_seconds: u64,
+    /// Seconds between two looks for such addresses.
+    #[arg(long, env = "TABBY_IPAM_GC_INTERVAL_SECONDS", default_value_t = 300)]
+    ipam_gc_interval_seconds: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -129,6 +136,12 @@ fn config(args: Args) -> Result<NodeConfig, node::Error> {
         health_listen: args.health_listen,
         metrics_listen: args.metrics_listen,
         control_socket: args.control_socket,
+        ipam_gc: (args.ipam_gc_grace_seconds > 0).then(|| {
+            (
+                std::time::Duration::from_secs(args.ipam_gc_grace_seconds),
+                std::time::Duration::from_secs(args.ipam_gc_interval_seconds.max(1)),
+            )
+        }),
     })
 }
 

@@ -2,7 +2,8 @@
 //! server, listening on the fabric over HTTPS), tabby-node finds it in-cluster (service-account
 //! token and CA where a pod has them, KUBERNETES_SERVICE_HOST/PORT), the CNI plugin through its
 //! kubeconfig, and the token may do only what the chart's ClusterRole grants. Pods ping across
-//! the nodes with the pool unencapsulated, then VXLAN after the pool is switched.
+//! the nodes with the pool unencapsulated, then VXLAN after the pool is switched; a pod deleted
+//! without a CNI DEL has its address freed by its node.
 //!
 //! Needs root, iproute2, util-linux (unshare) and ping; everything is removed on drop.
 
@@ -99,6 +100,21 @@ fn two_nodes_in_cluster_on_the_kubernetes_datastore() {
                 vm_rss_kb(c.pid(i)).unwrap_or(0)
             );
         }
+    });
+    // pod-b is force-deleted: no CNI DEL comes. node2's tabby-node frees its address once
+    // the grace period is over; pod-a's stays.
+    c.phase(|c| {
+        let kube = c.kube.as_ref().unwrap();
+        assert!(kube.allocated(&ip2));
+        kube.server()
+            .delete_object("/api/v1/namespaces/default/pods/pod-b")
+            .unwrap();
+        wait_for(
+            "node2 to free the address of the deleted pod",
+            Duration::from_secs(30),
+            || !kube.allocated(&ip2),
+        );
+        assert!(kube.allocated(&ip1), "pod-a's address stays");
     });
     c.phase(|c| {
         c.stop(0);

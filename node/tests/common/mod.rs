@@ -552,6 +552,19 @@ impl KubeApi {
             .unwrap();
     }
 
+    /// Whether the IPAM block holding `ip` (a /26 of the default pool) has it allocated.
+    pub fn allocated(&self, ip: &str) -> bool {
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+        let o = ip.octets();
+        let base = o[3] & 0xc0;
+        let name = format!("{}-{}-{}-{}-26", o[0], o[1], o[2], base);
+        let block = self
+            .server()
+            .get_object(&format!("/apis/crd.projectcalico.org/v1/ipamblocks/{name}"))
+            .unwrap_or_else(|| panic!("block {name}"));
+        !block["spec"]["allocations"][usize::from(o[3] - base)].is_null()
+    }
+
     /// `tabbyctl patch ippool default-ipv4-ippool` as the operator does it.
     fn set_pool_modes(&self, ipip: EncapMode, vxlan: EncapMode) {
         let path = "/apis/crd.projectcalico.org/v1/ippools/default-ipv4-ippool";
@@ -597,11 +610,14 @@ impl Cluster {
                 )
                 .unwrap();
         }
-        let env = server
+        let mut env: Vec<(String, String)> = server
             .incluster_env()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
+        // Leaked pod addresses are freed after a second, not Calico's 15 minutes.
+        env.push(("TABBY_IPAM_GC_GRACE_SECONDS".into(), "1".into()));
+        env.push(("TABBY_IPAM_GC_INTERVAL_SECONDS".into(), "1".into()));
         c.datastore = "kubernetes:".to_string();
         c.kube = Some(KubeApi {
             cluster,
